@@ -1,0 +1,138 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/nsiso/nsiso/specmod"
+)
+
+// RuntimeName is the runtime containerd knows nsiso by.
+const RuntimeName = "io.containerd.nsiso.v1"
+
+// service is runc.v2's task service with Create and Delete wrapped.
+type service struct {
+	taskAPI.TTRPCTaskService
+
+	host hostChecker
+
+	mu sync.Mutex
+	// bundles maps a container to its bundle, for Delete, which is not told.
+	bundles map[string]string
+}
+
+// NewService wraps runc.v2's task service.
+func NewService(runc taskAPI.TTRPCTaskService) taskAPI.TTRPCTaskService {
+	return &service{TTRPCTaskService: runc, bundles: map[string]string{}}
+}
+
+// RegisterTTRPC serves the wrapper, not the runc service it embeds.
+func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+// Create rewrites the bundle's spec by policy, then lets runc create the
+// container. Whatever fails, nothing nsiso mounted stays behind.
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	defer func() {
+		if retErr != nil {
+			if err := cleanupState(r.Bundle); err != nil {
+				log.G(ctx).WithError(err).WithField("id", r.ID).Warn("nsiso: cleanup after failed create")
+			}
+		}
+	}()
+	if err := s.prepare(ctx, r); err != nil {
+		var pe *specmod.Error
+		if errors.As(err, &pe) {
+			log.G(ctx).WithField("id", r.ID).Info(err.Error())
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		return nil, errgrpc.ToGRPC(err)
+	}
+	resp, err := s.TTRPCTaskService.Create(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.bundles[r.ID] = r.Bundle
+	s.mu.Unlock()
+	return resp, nil
+}
+
+// prepare does nsiso's part of a Create: options, policy, pins, spec.
+func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) error {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return err
+	}
+	opts, err := resolveOptions(r.Options)
+	if err != nil {
+		return err
+	}
+	// runc.v2's service type-asserts its own options type.
+	if r.Options, err = typeurl.MarshalAnyToProto(opts.runc); err != nil {
+		return err
+	}
+	b, err := readBundleSpec(r.Bundle)
+	if err != nil {
+		return fmt.Errorf("nsiso: %w", err)
+	}
+	req, err := specmod.ParseRequest(r.ID, b.Spec.Annotations)
+	if err != nil {
+		return err
+	}
+	root := opts.runc.Root
+	if root == "" {
+		root = process.RuncRoot
+	}
+	parent, err := pinParent(req, r.ID, filepath.Join(root, ns), r.Bundle, specmod.ParentNeeds(&b.Spec, req))
+	if err != nil {
+		return err
+	}
+	in := specmod.Input{ID: r.ID, Request: req, Policy: opts.policy, Parent: parent, Host: &s.host}
+	if err := specmod.Rewrite(&b.Spec, in); err != nil {
+		return err
+	}
+	if tmpfs := specmod.HostSideShm(&b.Spec, ownShmDir(r.Bundle)); tmpfs != nil {
+		if err := mountOwnShm(ownShmDir(r.Bundle), tmpfs); err != nil {
+			return fmt.Errorf("nsiso: container %q: %w", r.ID, err)
+		}
+	}
+	if err := b.write(); err != nil {
+		return fmt.Errorf("nsiso: write spec: %w", err)
+	}
+	log.G(ctx).WithField("id", r.ID).WithField("parent", req.Parent).Debug("nsiso: spec rewritten")
+	return nil
+}
+
+// Delete lets runc delete the container, then removes nsiso's mounts.
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	resp, err := s.TTRPCTaskService.Delete(ctx, r)
+	if err != nil || r.ExecID != "" {
+		return resp, err
+	}
+	s.mu.Lock()
+	bundle, ok := s.bundles[r.ID]
+	delete(s.bundles, r.ID)
+	s.mu.Unlock()
+	if ok {
+		if err := cleanupState(bundle); err != nil {
+			log.G(ctx).WithError(err).WithField("id", r.ID).Warn("nsiso: cleanup after delete")
+		}
+	}
+	return resp, nil
+}
