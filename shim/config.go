@@ -1,10 +1,11 @@
 package shim
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"sort"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/pelletier/go-toml/v2"
@@ -47,22 +48,69 @@ type Config struct {
 }
 
 // ParseConfig reads an nsiso.toml document. Where names the source in
-// errors.
+// errors, which name the line and the key.
 func ParseConfig(where string, data []byte) (*Config, error) {
-	var c Config
-	d := toml.NewDecoder(bytes.NewReader(data))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&c); err != nil {
-		var sm *toml.StrictMissingError
-		if errors.As(err, &sm) {
-			return nil, fmt.Errorf("nsiso config %s: unknown key: %s", where, sm.String())
+	var doc map[string]any
+	if err := toml.Unmarshal(data, &doc); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, _ := de.Position()
+			return nil, fmt.Errorf("nsiso config %s: line %d: %w", where, row, err)
 		}
+		return nil, fmt.Errorf("nsiso config %s: %w", where, err)
+	}
+	if err := checkKeys(doc); err != nil {
+		return nil, fmt.Errorf("nsiso config %s: %w", where, err)
+	}
+	var c Config
+	if err := toml.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("nsiso config %s: %w", where, err)
 	}
 	if _, err := c.Policy(); err != nil {
 		return nil, fmt.Errorf("nsiso config %s: %w", where, err)
 	}
 	return &c, nil
+}
+
+// checkKeys rejects unknown keys and values of the wrong kind with the key's
+// name, which the TOML decoder's own errors give only as a Go field.
+func checkKeys(doc map[string]any) error {
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	t := reflect.TypeOf(Config{})
+	for _, k := range keys {
+		f, ok := fieldByTag(t, k)
+		if !ok {
+			return fmt.Errorf("unknown key %q", k)
+		}
+		kind := f.Type.Kind()
+		if kind == reflect.Pointer {
+			kind = f.Type.Elem().Kind()
+		}
+		if got := reflect.ValueOf(doc[k]).Kind(); got != kind {
+			return fmt.Errorf("key %q: want a %s, got %#v", k, kindName(kind), doc[k])
+		}
+	}
+	return nil
+}
+
+func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		if t.Field(i).Tag.Get("toml") == tag {
+			return t.Field(i), true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func kindName(k reflect.Kind) string {
+	if k == reflect.Bool {
+		return "boolean (true or false)"
+	}
+	return "quoted string"
 }
 
 // LoadConfig reads the config file at path.
@@ -77,8 +125,9 @@ func LoadConfig(path string) (*Config, error) {
 // LoadDefaultConfig reads $NSISO_CONFIG or /etc/containerd/nsiso.toml, and
 // falls back to the built-in defaults when the file does not exist.
 func LoadDefaultConfig() (*Config, error) {
-	path, explicit := os.LookupEnv(ConfigPathEnv)
-	if !explicit || path == "" {
+	path := os.Getenv(ConfigPathEnv)
+	explicit := path != ""
+	if !explicit {
 		path = DefaultConfigPath
 	}
 	c, err := LoadConfig(path)

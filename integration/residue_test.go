@@ -1,0 +1,79 @@
+package integration
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// assertNoResidue checks that nothing of container id is left: no runc
+// state, no bundle, no mount and no shim process.
+func (s *suite) assertNoResidue(t *testing.T, id string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(s.runcRoot, testNS, id)); !os.IsNotExist(err) {
+		t.Errorf("%s: runc state left behind (%v)", id, err)
+	}
+	bundle := filepath.Join(s.ctd.Dir(), "state", "io.containerd.runtime.v2.task", testNS, id)
+	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
+		t.Errorf("%s: bundle %s left behind (%v)", id, bundle, err)
+	}
+	if m := mountsOf(t, "/"+id+"/"); len(m) > 0 {
+		t.Errorf("%s: mounts left behind:\n%s", id, strings.Join(m, "\n"))
+	}
+	// A shim whose only container failed to be created exits on its own
+	// shortly after containerd's shutdown request.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids := shimPIDs(id)
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: shim processes left behind: %v", id, pids)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// mountsOf returns the mountinfo lines whose mount point contains part.
+func mountsOf(t *testing.T, part string) []string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.Contains(f[4]+"/", part) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// shimPIDs lists nsiso shim processes started for container id.
+func shimPIDs(id string) []string {
+	var pids []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := bytes.Split(cmd, []byte{0})
+		if len(args) == 0 || !bytes.HasSuffix(args[0], []byte("containerd-shim-nsiso-v1")) {
+			continue
+		}
+		for i := 0; i+1 < len(args); i++ {
+			if string(args[i]) == "-id" && string(args[i+1]) == id {
+				pids = append(pids, e.Name())
+			}
+		}
+	}
+	return pids
+}

@@ -1,0 +1,147 @@
+package shim
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/nsiso/nsiso/specmod"
+)
+
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		toml    string
+		want    specmod.Policy
+		wantErr string
+	}{
+		{name: "empty means CIS defaults", want: specmod.Policy{DisallowHostIPC: true, DisallowHostPID: true}},
+		{name: "full", toml: `
+binary_name = "runc"
+root = "/run/x"
+systemd_cgroup = true
+disallow_sharing_host_ipc_namespace = false
+disallow_sharing_host_pid_namespace = false
+default_container_shm_size = "256Mi"
+max_container_shm_size = "8Gi"
+`, want: specmod.Policy{DefaultShmSize: 256 << 20, MaxShmSize: 8 << 30}},
+		{name: "CRI options table with ConfigPath and TypeUrl keys", toml: "TypeUrl = \"x\"\nConfigPath = \"\"\n",
+			want: specmod.Policy{DisallowHostIPC: true, DisallowHostPID: true}},
+		{name: "unknown key", toml: "disallow_sharing_host_ipc = false\n", wantErr: "unknown key"},
+		{name: "wrong type", toml: "disallow_sharing_host_ipc_namespace = \"no\"\n", wantErr: "disallow_sharing_host_ipc_namespace"},
+		{name: "bad size", toml: "default_container_shm_size = \"lots\"\n", wantErr: "default_container_shm_size"},
+		{name: "default over max", toml: "default_container_shm_size = \"2Gi\"\nmax_container_shm_size = \"1Gi\"\n", wantErr: "over max_container_shm_size"},
+		{name: "not toml", toml: "[[[", wantErr: "nsiso config test"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig("test", []byte(tc.toml))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := c.Policy()
+			if err != nil || p != tc.want {
+				t.Fatalf("policy = %+v, %v; want %+v", p, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestResolveOptions(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "nsiso.toml")
+	if err := os.WriteFile(cfgPath, []byte("binary_name = \"crun\"\ndisallow_sharing_host_pid_namespace = false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(ConfigPathEnv, filepath.Join(dir, "default.toml"))
+	if err := os.WriteFile(filepath.Join(dir, "default.toml"), []byte("root = \"/run/def\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustAny := func(v any) *anyT {
+		a, err := typeurl.MarshalAnyToProto(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	for _, tc := range []struct {
+		name       string
+		opts       *anyT
+		wantBinary string
+		wantRoot   string
+		wantPID    bool
+		wantErr    string
+	}{
+		{name: "ConfigPath", opts: mustAny(&runtimeoptions.Options{ConfigPath: cfgPath}), wantBinary: "crun"},
+		{name: "ConfigBody", opts: mustAny(&runtimeoptions.Options{ConfigBody: []byte("root = \"/r\"\n")}), wantRoot: "/r", wantPID: true},
+		{name: "runc options keep default policy", opts: mustAny(&options.Options{BinaryName: "runc", Root: "/x"}), wantBinary: "runc", wantRoot: "/x", wantPID: true},
+		{name: "none reads the default file", wantRoot: "/run/def", wantPID: true},
+		{name: "missing ConfigPath", opts: mustAny(&runtimeoptions.Options{ConfigPath: filepath.Join(dir, "nope")}), wantErr: "no such file"},
+		{name: "bad ConfigBody", opts: mustAny(&runtimeoptions.Options{ConfigBody: []byte("nope = 1\n")}), wantErr: "unknown key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := resolveOptions(tc.opts)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.runc.BinaryName != tc.wantBinary || r.runc.Root != tc.wantRoot || r.policy.DisallowHostPID != tc.wantPID {
+				t.Fatalf("got runc %+v policy %+v", r.runc, r.policy)
+			}
+		})
+	}
+}
+
+func TestLoadDefaultConfigMissingFile(t *testing.T) {
+	t.Setenv(ConfigPathEnv, "")
+	if _, err := os.Stat(DefaultConfigPath); err == nil {
+		t.Skipf("%s exists on this machine", DefaultConfigPath)
+	}
+	c, err := LoadDefaultConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := c.Policy(); !p.DisallowHostIPC || !p.DisallowHostPID {
+		t.Fatalf("defaults must forbid host sharing: %+v", p)
+	}
+}
+
+// FuzzParseConfig checks that config parsing never panics and that an
+// accepted config always yields a usable policy.
+func FuzzParseConfig(f *testing.F) {
+	f.Add("default_container_shm_size = \"256Mi\"\nmax_container_shm_size = \"8Gi\"\n")
+	f.Add("disallow_sharing_host_ipc_namespace = false\n")
+	f.Add("binary_name = 1\n")
+	f.Add("x = [1,2]\n")
+	f.Fuzz(func(t *testing.T, doc string) {
+		c, err := ParseConfig("fuzz", []byte(doc))
+		if err != nil {
+			return
+		}
+		p, err := c.Policy()
+		if err != nil {
+			t.Fatalf("accepted config has a bad policy: %v", err)
+		}
+		if p.MaxShmSize > 0 && p.DefaultShmSize > p.MaxShmSize {
+			t.Fatalf("default %d over max %d accepted", p.DefaultShmSize, p.MaxShmSize)
+		}
+	})
+}
+
+type anyT = anypb.Any
