@@ -36,7 +36,7 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/containerd-shim-nsiso-v1
 
 demo: deps build
-	NSISO_DEPS_BIN=$(DEPS_BIN) NSISO_BIN=$(BIN) bash demo/demo.sh
+	NSISO_DEPS_BIN=$(DEPS_BIN) NSISO_BIN=$(BIN) $(GO) run ./demo
 
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

@@ -1,0 +1,223 @@
+// Command demo is `make demo`: it starts a private containerd next to
+// whatever the machine runs, imports a busybox image made from the host's
+// busybox, runs containers through containerd-shim-nsiso-v1 with ctr to show
+// each policy from inside the containers, and stops everything it started.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nsiso/nsiso/testenv"
+)
+
+const (
+	runtime  = "io.containerd.nsiso.v1"
+	imageRef = "docker.io/library/nsiso-busybox:demo"
+	ns       = "nsiso-demo"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+type demo struct {
+	ctd  *testenv.Containerd
+	ctx  context.Context
+	fifo string
+}
+
+func run() error {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: containerd and runc need it")
+	}
+	ctx := context.Background()
+	deps, err := testenv.FindDeps()
+	if err != nil {
+		return err
+	}
+	shimDir := os.Getenv("NSISO_BIN")
+	if shimDir == "" {
+		return errors.New("NSISO_BIN must name the directory holding containerd-shim-nsiso-v1 (make demo sets it)")
+	}
+	dir, err := os.MkdirTemp("", "nsiso-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	ctdDir, err := os.MkdirTemp("", "nsdemo-")
+	if err != nil {
+		return err
+	}
+	cfg := filepath.Join(dir, "nsiso.toml")
+	cfgBody := fmt.Sprintf(`# The node's rules (the defaults, spelled out), and a default /dev/shm size.
+disallow_sharing_host_ipc_namespace = true
+disallow_sharing_host_pid_namespace = true
+default_container_shm_size = "256Mi"
+max_container_shm_size = "1Gi"
+# Keep runc's state with this private containerd.
+root = %q
+`, filepath.Join(ctdDir, "runc"))
+	if err := os.WriteFile(cfg, []byte(cfgBody), 0o644); err != nil {
+		return err
+	}
+
+	step("Start a private containerd %s with the nsiso shim on its PATH", mustVersion(deps.Containerd))
+	ctd, err := testenv.StartContainerd(ctx, testenv.Options{
+		Binary:      deps.Containerd,
+		Dir:         ctdDir,
+		PathPrepend: []string{shimDir, deps.BinDir},
+		Env:         []string{"NSISO_CONFIG=" + cfg},
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("Stop containerd and remove everything it made")
+		if err := ctd.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo: stop:", err)
+		}
+		fmt.Println("done.")
+	}()
+	fmt.Printf("  socket %s\n  nsiso config (NSISO_CONFIG):\n%s", ctd.Address(), indent(cfgBody, "    "))
+	d := &demo{ctd: ctd, ctx: ctx, fifo: ctd.FIFODir()}
+
+	step("Import a busybox image made locally from Debian's busybox-static")
+	ipcmk := filepath.Join(dir, "ipcmk")
+	if err := testenv.BuildIpcmk(ctx, ipcmk); err != nil {
+		return err
+	}
+	var img bytes.Buffer
+	if err := testenv.BuildBusyboxImage(ctx, deps.Busybox, map[string]string{"/usr/local/bin/ipcmk": ipcmk}, imageRef, &img); err != nil {
+		return err
+	}
+	tarPath := filepath.Join(dir, "busybox.tar")
+	if err := os.WriteFile(tarPath, img.Bytes(), 0o644); err != nil {
+		return err
+	}
+	if err := d.ctr(true, "images", "import", tarPath); err != nil {
+		return err
+	}
+
+	hostIPC, _ := os.Readlink("/proc/self/ns/ipc")
+	hostPID, _ := os.Readlink("/proc/self/ns/pid")
+	fmt.Printf("\n  the host's namespaces: %s %s\n", hostIPC, hostPID)
+
+	step("1. nsiso/ipc-mode=private with nsiso/shm-size=128Mi: own IPC namespace, own 128Mi /dev/shm, own SysV segments")
+	d.ctr(false, d.runArgs("demo-private", []string{"nsiso/ipc-mode=private", "nsiso/shm-size=128Mi"},
+		"sh", "-c", "readlink /proc/self/ns/ipc; df -h /dev/shm | tail -1; ipcmk -M 1M; cat /proc/sysvipc/shm | cut -c1-40")...)
+
+	step("2. No annotation: a new IPC namespace and /dev/shm of the node's default_container_shm_size (256Mi); runc.v2 gives 64M")
+	d.ctr(false, d.runArgs("demo-unset", nil, "sh", "-c", "readlink /proc/self/ns/ipc; df -h /dev/shm | tail -1")...)
+	d.ctr(false, "run", "--rm", "--fifo-dir", d.fifo, "--runtime", "io.containerd.runc.v2", imageRef, "demo-runc", "sh", "-c", "df -h /dev/shm | tail -1")
+
+	step("3. A parent and its share-parent child: one IPC namespace, one /dev/shm, one PID namespace")
+	if err := d.ctr(true, "run", "-d", "--fifo-dir", d.fifo, "--runtime", runtime,
+		"--annotation", "nsiso/ipc-mode=private", "--annotation", "nsiso/shm-size=64Mi", "--annotation", "nsiso/pid-mode=private",
+		imageRef, "demo-parent", "sh", "-c", "echo written-by-parent > /dev/shm/hello; ipcmk -M 4096; exec sleep 3600"); err != nil {
+		return err
+	}
+	defer d.quiet("task", "kill", "-s", "KILL", "demo-parent")
+	d.ctr(false, "task", "exec", "--fifo-dir", d.fifo, "--exec-id", "look", "demo-parent", "sh", "-c", "readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid")
+	d.ctr(false, d.runArgs("demo-child", []string{"nsiso/ipc-mode=share-parent", "nsiso/pid-mode=share-parent", "nsiso/parent=demo-parent"},
+		"sh", "-c", "readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid; cat /dev/shm/hello; df -h /dev/shm | tail -1; cat /proc/sysvipc/shm | cut -c1-40; ps -o pid,args")...)
+
+	step("4. Sharing the host's IPC or PID namespace is refused (disallow_sharing_host_*_namespace = true), whatever asks")
+	d.ctr(false, d.runArgs("demo-hostipc", []string{"nsiso/ipc-mode=share-parent"}, "true")...)
+	d.ctr(false, "run", "--rm", "--fifo-dir", d.fifo, "--runtime", runtime, "--with-ns", "ipc:/proc/1/ns/ipc", imageRef, "demo-withns", "true")
+	d.ctr(false, d.runArgs("demo-hostpid", []string{"nsiso/pid-mode=share-parent"}, "true")...)
+	d.ctr(false, d.runArgs("demo-badsize", []string{"nsiso/ipc-mode=share-parent", "nsiso/shm-size=1Gi"}, "true")...)
+
+	d.quiet("task", "kill", "-s", "KILL", "demo-parent")
+	d.quiet("task", "delete", "demo-parent")
+	d.quiet("containers", "delete", "demo-parent")
+	for _, id := range []string{"demo-hostipc", "demo-withns", "demo-hostpid", "demo-badsize"} {
+		d.quiet("containers", "delete", id)
+	}
+	return nil
+}
+
+func (d *demo) runArgs(id string, annotations []string, args ...string) []string {
+	a := []string{"run", "--rm", "--fifo-dir", d.fifo, "--runtime", runtime}
+	for _, an := range annotations {
+		a = append(a, "--annotation", an)
+	}
+	return append(append(a, imageRef, id), args...)
+}
+
+// ctr shows a ctr command and runs it; a failure is part of the show
+// unless must is set.
+func (d *demo) ctr(must bool, args ...string) error {
+	fmt.Printf("\n$ ctr -n %s %s\n", ns, shellJoin(args))
+	cmd := d.ctd.Ctr(d.ctx, append([]string{"--namespace", ns}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	fmt.Print(indent(dropNoise(out.String()), "  "))
+	if err != nil {
+		fmt.Printf("  (exit: %v)\n", err)
+		if must {
+			return fmt.Errorf("ctr %s: %w", strings.Join(args, " "), err)
+		}
+	}
+	return nil
+}
+
+func (d *demo) quiet(args ...string) {
+	cmd := d.ctd.Ctr(d.ctx, append([]string{"--namespace", ns}, args...)...)
+	_ = cmd.Run()
+}
+
+// dropNoise hides containerd's cgroup v1 deprecation warning, which ctr
+// repeats on every call on such hosts.
+func dropNoise(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, "DEPRECATION") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n")
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("\n=== "+format+"\n", args...)
+}
+
+func indent(s, pre string) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return ""
+	}
+	return pre + strings.ReplaceAll(s, "\n", "\n"+pre) + "\n"
+}
+
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " ;|&$'\"*()<>") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
+
+func mustVersion(bin string) string {
+	v, err := testenv.ContainerdVersion(bin)
+	if err != nil {
+		return filepath.Base(bin)
+	}
+	return v
+}
+
