@@ -58,6 +58,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	runcRoot := filepath.Join(ctdDir, "runc")
 	cfg := filepath.Join(dir, "nsiso.toml")
 	cfgBody := fmt.Sprintf(`# The node's rules (the defaults, spelled out), and a default /dev/shm size.
 disallow_sharing_host_ipc_namespace = true
@@ -66,7 +67,7 @@ default_container_shm_size = "256Mi"
 max_container_shm_size = "1Gi"
 # Keep runc's state with this private containerd.
 root = %q
-`, filepath.Join(ctdDir, "runc"))
+`, runcRoot)
 	if err := os.WriteFile(cfg, []byte(cfgBody), 0o644); err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ root = %q
 
 	step("2. No annotation: a new IPC namespace and /dev/shm of the node's default_container_shm_size (256Mi); runc.v2 gives 64M")
 	d.ctr(false, d.runArgs("demo-unset", nil, "sh", "-c", "readlink /proc/self/ns/ipc; df -h /dev/shm | tail -1")...)
-	d.ctr(false, "run", "--rm", "--fifo-dir", d.fifo, "--runtime", "io.containerd.runc.v2", imageRef, "demo-runc", "sh", "-c", "df -h /dev/shm | tail -1")
+	d.ctr(false, "run", "--rm", "--fifo-dir", d.fifo, "--runtime", "io.containerd.runc.v2", "--runc-root", runcRoot, imageRef, "demo-runc", "sh", "-c", "df -h /dev/shm | tail -1")
 
 	step("3. A parent and its share-parent child: one IPC namespace, one /dev/shm, one PID namespace")
 	if err := d.ctr(true, "run", "-d", "--fifo-dir", d.fifo, "--runtime", runtime,
@@ -220,4 +221,3 @@ func mustVersion(bin string) string {
 	}
 	return v
 }
-

@@ -64,12 +64,14 @@ func (fakeHost) IsHostShm(p string) (bool, error) {
 }
 
 var (
-	strict   = Policy{DisallowHostIPC: true, DisallowHostPID: true}
-	lenient  = Policy{}
-	sized    = Policy{DisallowHostIPC: true, DisallowHostPID: true, DefaultShmSize: 256 << 20, MaxShmSize: 1 << 30}
-	parent   = Parent{ID: "p", IPCPath: pinIPC, PIDPath: pinPID, ShmPath: pinShm}
-	hostKid  = Parent{ID: "hostkid", IPCPath: hostPinIPC, PIDPath: hostPinPID, ShmPath: hostPinShm}
-	shmBind  = func(src string) specs.Mount { return specs.Mount{Destination: "/dev/shm", Type: "bind", Source: src, Options: shmBindOptions} }
+	strict  = Policy{DisallowHostIPC: true, DisallowHostPID: true}
+	lenient = Policy{}
+	sized   = Policy{DisallowHostIPC: true, DisallowHostPID: true, DefaultShmSize: 256 << 20, MaxShmSize: 1 << 30}
+	parent  = Parent{ID: "p", IPCPath: pinIPC, PIDPath: pinPID, ShmPath: pinShm}
+	hostKid = Parent{ID: "hostkid", IPCPath: hostPinIPC, PIDPath: hostPinPID, ShmPath: hostPinShm}
+	shmBind = func(src string) specs.Mount {
+		return specs.Mount{Destination: "/dev/shm", Type: "bind", Source: src, Options: shmBindOptions}
+	}
 	shmTmpfs = func(size string) specs.Mount {
 		o := []string{"nosuid", "noexec", "nodev", "mode=1777"}
 		if size != "" {
@@ -131,7 +133,7 @@ func TestRewrite(t *testing.T) {
 			wantErr: `nsiso: container "c": mounts./dev/shm.source="/dev/shm": shares the host's /dev/shm, forbidden by disallow_sharing_host_ipc_namespace=true`},
 		{name: "top unset client bind of other shm kept", policy: sized, client: setShm(shmBind("/run/pod/shm"))},
 		{name: "top unset host root shares host shm refused", policy: strict,
-			client: func(s *specs.Spec) { s.Root.Path = "/"; s.Mounts = append(s.Mounts[:3], s.Mounts[4:]...) },
+			client:  func(s *specs.Spec) { s.Root.Path = "/"; s.Mounts = append(s.Mounts[:3], s.Mounts[4:]...) },
 			wantErr: `nsiso: container "c": root.path="/": shares (a container on the host's root sees the host's /dev/shm) the host's /dev/shm, forbidden by disallow_sharing_host_ipc_namespace=true`},
 		{name: "top unset host root allowed when lenient", policy: lenient,
 			client: func(s *specs.Spec) { s.Root.Path = "/"; s.Mounts = append(s.Mounts[:3], s.Mounts[4:]...) }},
@@ -222,8 +224,8 @@ func TestRewrite(t *testing.T) {
 			client: edits(setNS(specs.IPCNamespace, otherIPC), setShm(shmBind("/run/sb/shm"))),
 			want:   edits(setNS(specs.IPCNamespace, ""), setShm(shmTmpfs("268435456")))},
 		{name: "cri hostIPC pod refused", policy: strict,
-			ann:    map[string]string{AnnotationCRIContainerType: "sandbox", AnnotationCRISandboxID: "sb"},
-			client: edits(dropNS(specs.IPCNamespace), setShm(shmBind("/dev/shm"))),
+			ann:     map[string]string{AnnotationCRIContainerType: "sandbox", AnnotationCRISandboxID: "sb"},
+			client:  edits(dropNS(specs.IPCNamespace), setShm(shmBind("/dev/shm"))),
 			wantErr: `nsiso: container "c": linux.namespaces="no ipc entry": shares (the spec leaves the container in the runtime's IPC namespace) the host's IPC namespace, forbidden by disallow_sharing_host_ipc_namespace=true`},
 
 		// Annotation errors.
