@@ -134,6 +134,7 @@ disallow_sharing_host_pid_namespace = false`)
 	if s.ctx, err = s.ctd.Namespace(ctx, testNS); err != nil {
 		return err
 	}
+	fmt.Printf("integration: containerd %s at %s, runc %s\n", s.ctd.Version(), s.ctd.Address(), deps.Runc)
 	s.image, err = testenv.ImportImage(s.ctx, s.ctd.Client(), tarPath)
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsiso/nsiso/hostns"
 	"github.com/nsiso/nsiso/specmod"
 )
 
@@ -167,11 +168,11 @@ func pinNamespace(proc string, t specs.LinuxNamespaceType, dst string) (string, 
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return "", fmt.Errorf("bind %s: %w", src, err)
 	}
-	want, err := statID(src)
+	want, err := hostns.Stat(src)
 	if err != nil {
 		return "", err
 	}
-	if got, err := statID(dst); err != nil || got != want {
+	if got, err := hostns.Stat(dst); err != nil || got != want {
 		return "", fmt.Errorf("pinned %s is not %s", dst, src)
 	}
 	return dst, nil
@@ -190,7 +191,7 @@ func pinShm(req specmod.Request, child string, ref *parentRef, proc, dst string)
 	if src == "" {
 		return "", parentError(req, child, "the parent's /dev/shm lives only inside its mount namespace (it was not started by nsiso), so it cannot be shared; start the parent with runtime io.containerd.nsiso.v1 or use nsiso/ipc-mode=private")
 	}
-	want, err := statID(filepath.Join(proc, "root", specmod.ShmPath))
+	want, err := hostns.Stat(filepath.Join(proc, "root", specmod.ShmPath))
 	if err != nil {
 		return "", parentError(req, child, "cannot read the parent's /dev/shm: %v", err)
 	}
@@ -200,7 +201,7 @@ func pinShm(req specmod.Request, child string, ref *parentRef, proc, dst string)
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return "", fmt.Errorf("nsiso: bind /dev/shm of parent %q from %s: %w", req.Parent, src, err)
 	}
-	if got, err := statID(dst); err != nil || got != want {
+	if got, err := hostns.Stat(dst); err != nil || got != want {
 		return "", parentError(req, child, "the parent's /dev/shm source %s is no longer what the parent sees", src)
 	}
 	return dst, nil

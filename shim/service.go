@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/nsiso/nsiso/hostns"
 	"github.com/nsiso/nsiso/specmod"
 )
 
@@ -27,7 +28,7 @@ const RuntimeName = "io.containerd.nsiso.v1"
 type service struct {
 	taskAPI.TTRPCTaskService
 
-	host hostChecker
+	host hostns.Checker
 
 	mu sync.Mutex
 	// bundles maps a container to its bundle, for Delete, which is not told.

@@ -1,0 +1,107 @@
+// Package hostns tells whether a namespace file or a /dev/shm is the host's,
+// by comparing device and inode numbers, which a bind mount preserves.
+//
+// The host is pid 1's namespaces where they can be read, else the calling
+// process's own: a containerd shim and a node agent run in the host's
+// namespaces, and some sandboxes hide pid 1's.
+package hostns
+
+import (
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// FileID identifies a file across bind mounts: a namespace file's inode
+// on nsfs, or a directory on its filesystem.
+type FileID struct{ Dev, Ino uint64 }
+
+// Stat returns the FileID of path, following symlinks (as /proc/<pid>/ns/*
+// links must be followed).
+func Stat(path string) (FileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return FileID{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return FileID{Dev: st.Dev, Ino: st.Ino}, nil
+}
+
+// Checker answers questions about the host's namespaces and /dev/shm. It
+// reads the host's once, on first use; the zero value is ready to use.
+type Checker struct {
+	once   sync.Once
+	ns     map[specs.LinuxNamespaceType]FileID
+	shm    FileID
+	shmErr error
+}
+
+func (h *Checker) load() {
+	h.once.Do(func() {
+		h.ns = map[specs.LinuxNamespaceType]FileID{}
+		for _, t := range []specs.LinuxNamespaceType{specs.IPCNamespace, specs.PIDNamespace, specs.NetworkNamespace, specs.UTSNamespace, specs.MountNamespace, specs.UserNamespace, specs.CgroupNamespace} {
+			id, err := Stat(filepath.Join("/proc/1/ns", string(t)))
+			if err != nil {
+				id, err = Stat(filepath.Join("/proc/self/ns", string(t)))
+			}
+			if err == nil {
+				h.ns[t] = id
+			}
+		}
+		h.shm, h.shmErr = Stat("/dev/shm")
+	})
+}
+
+// Namespace returns the host's namespace of type t.
+func (h *Checker) Namespace(t specs.LinuxNamespaceType) (FileID, error) {
+	h.load()
+	id, ok := h.ns[t]
+	if !ok {
+		return FileID{}, fmt.Errorf("cannot read the host's %s namespace", t)
+	}
+	return id, nil
+}
+
+// Shm returns the host's /dev/shm.
+func (h *Checker) Shm() (FileID, error) {
+	h.load()
+	return h.shm, h.shmErr
+}
+
+// IsHostNamespace compares the namespace file at path with the host's.
+func (h *Checker) IsHostNamespace(t specs.LinuxNamespaceType, path string) (bool, error) {
+	h.load()
+	id, err := Stat(path)
+	if err != nil {
+		// pid 1's namespaces name the host whether or not this process
+		// may look at them; runc would fail on them too, but the user
+		// deserves the policy's answer, not runc's.
+		if filepath.Clean(path) == filepath.Join("/proc/1/ns", string(t)) {
+			return true, nil
+		}
+		return false, err
+	}
+	ref, ok := h.ns[t]
+	if !ok {
+		return false, fmt.Errorf("cannot read the host's %s namespace", t)
+	}
+	return id == ref, nil
+}
+
+// IsHostShm tells whether source is the host's /dev/shm, through any bind.
+func (h *Checker) IsHostShm(source string) (bool, error) {
+	if filepath.Clean(source) == "/dev/shm" {
+		return true, nil
+	}
+	h.load()
+	if h.shmErr != nil {
+		return false, h.shmErr
+	}
+	id, err := Stat(source)
+	if err != nil {
+		return false, err
+	}
+	return id == h.shm, nil
+}
