@@ -57,6 +57,10 @@ func TestMain(m *testing.M) {
 		skipWhy = "integration tests need root (containerd, runc and mounts)"
 	}
 	code := m.Run()
+	if err := stopCRI(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration: stop CRI containerd:", err)
+		code = 1
+	}
 	if env.ctd != nil {
 		if err := env.ctd.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "integration: stop containerd:", err)

@@ -315,3 +315,46 @@ func cleanupState(bundle string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// resizeTmpfs sets the size of the tmpfs mounted at dir (a pod's /dev/shm,
+// which containerd's CRI plugin mounts at 64Mi before the sandbox starts).
+// It refuses anything but a tmpfs mount point, so a spec can never make the
+// shim remount an arbitrary file system.
+func resizeTmpfs(dir string, size int64) error {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return err
+	}
+	if fs.Type != unix.TMPFS_MAGIC {
+		return fmt.Errorf("%s is not a tmpfs", dir)
+	}
+	if ok, err := isMountPoint(dir); err != nil || !ok {
+		return fmt.Errorf("%s is not a mount point (%v)", dir, err)
+	}
+	// A remount resets the per-mount flags not passed in, so pass on the
+	// ones CRI set.
+	flags := uintptr(unix.MS_REMOUNT)
+	for _, f := range []struct{ st, ms uintptr }{
+		{unix.ST_NOSUID, unix.MS_NOSUID}, {unix.ST_NODEV, unix.MS_NODEV},
+		{unix.ST_NOEXEC, unix.MS_NOEXEC}, {unix.ST_RDONLY, unix.MS_RDONLY},
+	} {
+		if uintptr(fs.Flags)&f.st != 0 {
+			flags |= f.ms
+		}
+	}
+	return unix.Mount("", dir, "", flags, "size="+strconv.FormatInt(size, 10))
+}
+
+// isMountPoint tells whether dir is the root of a mount: its device differs
+// from its parent's, or it is the same inode as the parent (/).
+func isMountPoint(dir string) (bool, error) {
+	self, err := hostns.Stat(dir)
+	if err != nil {
+		return false, err
+	}
+	parent, err := hostns.Stat(filepath.Join(dir, ".."))
+	if err != nil {
+		return false, err
+	}
+	return self.Dev != parent.Dev || self.Ino == parent.Ino, nil
+}

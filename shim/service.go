@@ -75,7 +75,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 }
 
 // prepare does nsiso's part of a Create: options, policy, pins, spec.
-func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) error {
+func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (retErr error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return err
@@ -92,6 +92,12 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) err
 	if err != nil {
 		return fmt.Errorf("nsiso: %w", err)
 	}
+	defer func() {
+		var pe *specmod.Error
+		if errors.As(retErr, &pe) && pe.Pod == "" {
+			pe.Pod = specmod.PodName(b.Spec.Annotations)
+		}
+	}()
 	req, err := specmod.ParseRequest(r.ID, b.Spec.Annotations)
 	if err != nil {
 		return err
@@ -107,6 +113,15 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) err
 	in := specmod.Input{ID: r.ID, Request: req, Policy: opts.policy, Parent: parent, Host: &s.host}
 	if err := specmod.Rewrite(&b.Spec, in); err != nil {
 		return err
+	}
+	podShm, resize, err := specmod.SandboxShm(&b.Spec, in)
+	if err != nil {
+		return err
+	}
+	if resize {
+		if err := resizeTmpfs(podShm.Source, podShm.Size); err != nil {
+			return fmt.Errorf("nsiso: pod sandbox %q: resize /dev/shm: %w", r.ID, err)
+		}
 	}
 	if tmpfs := specmod.HostSideShm(&b.Spec, ownShmDir(r.Bundle)); tmpfs != nil {
 		if err := mountOwnShm(ownShmDir(r.Bundle), tmpfs); err != nil {

@@ -21,7 +21,9 @@ const (
 const (
 	AnnotationCRIContainerType = "io.kubernetes.cri.container-type"
 	AnnotationCRISandboxID     = "io.kubernetes.cri.sandbox-id"
+	AnnotationCRIContainerName = "io.kubernetes.cri.container-name"
 	criTypeContainer           = "container"
+	criTypeSandbox             = "sandbox"
 )
 
 // Mode is a container's choice for one namespace.
@@ -43,68 +45,119 @@ type Request struct {
 	IPC Mode
 	PID Mode
 	// ShmSize is the requested /dev/shm size in bytes; 0 when not asked.
+	// For a pod sandbox it sizes the pod's shared /dev/shm.
 	ShmSize int64
 	// Parent is the ID of the parent container; empty for a top-level
 	// container, whose parent is the host.
 	Parent string
 	// ParentKey is the annotation that named the parent, for messages.
 	ParentKey string
+	// Sandbox is set for a Kubernetes pod sandbox created through CRI.
+	Sandbox bool
+	// keys records the annotation each setting came from, for messages.
+	keys map[string]string
 }
 
 // Nested tells whether the container has a parent container.
 func (r Request) Nested() bool { return r.Parent != "" }
 
+// key returns the annotation a setting came from (a container-scoped one
+// where that applied).
+func (r Request) key(base string) string {
+	if k, ok := r.keys[base]; ok {
+		return k
+	}
+	return base
+}
+
 // ParseRequest reads the nsiso annotations of container id. It rejects
 // unknown nsiso/ keys, unknown modes, malformed sizes and a size without
 // nsiso/ipc-mode=private. The parent is nsiso/parent when set, else the pod
 // sandbox for a container created by containerd's CRI plugin.
+//
+// Kubernetes has no per-container annotations, and containerd's CRI plugin
+// copies the pod's annotations onto every container. So for CRI, a key may
+// be scoped to one container by name, "nsiso/ipc-mode.<container-name>",
+// which wins over the unscoped key for that container and is ignored
+// elsewhere (but still checked, so a mistake fails the pod at once); and
+// nsiso/shm-size, which on a pod sizes the pod's /dev/shm, is ignored on a
+// container that does not ask for a private IPC namespace.
 func ParseRequest(id string, annotations map[string]string) (Request, error) {
 	var r Request
+	criType := annotations[AnnotationCRIContainerType]
+	r.Sandbox = criType == criTypeSandbox
+	name := annotations[AnnotationCRIContainerName]
 	keys := make([]string, 0, 4)
 	for k := range annotations {
 		if strings.HasPrefix(k, AnnotationPrefix) {
 			keys = append(keys, k)
 		}
 	}
-	// Sorted so that a spec with several mistakes always reports the same one.
+	// Sorted so that a spec with several mistakes always reports the same
+	// one, and so that a scoped key ("base.name") is read after its base.
 	sort.Strings(keys)
+	values := map[string]string{}
 	for _, k := range keys {
 		v := annotations[k]
-		switch k {
+		base, scope, scoped := strings.Cut(k, ".")
+		if scoped && scope == "" {
+			return Request{}, reject(id, k, v, "empty container name after %q", base+".")
+		}
+		switch base {
 		case AnnotationIPCMode, AnnotationPIDMode:
-			m, ok := parseMode(v)
-			if !ok {
+			if _, ok := parseMode(v); !ok {
 				return Request{}, reject(id, k, v, "unknown mode (use %q or %q)", ModePrivate, ModeShareParent)
 			}
-			if k == AnnotationIPCMode {
-				r.IPC = m
-			} else {
-				r.PID = m
-			}
 		case AnnotationShmSize:
-			n, err := ParseSize(v)
-			if err != nil {
+			if _, err := ParseSize(v); err != nil {
 				return Request{}, reject(id, k, v, "%v", err)
 			}
-			r.ShmSize = n
 		case AnnotationParent:
+			if scoped {
+				return Request{}, reject(id, k, v, "%s cannot be scoped to a container (inside a pod the parent is the sandbox)", AnnotationParent)
+			}
 			if strings.TrimSpace(v) == "" {
 				return Request{}, reject(id, k, v, "empty parent container ID")
 			}
 			if v == id {
 				return Request{}, reject(id, k, v, "a container cannot be its own parent")
 			}
-			r.Parent, r.ParentKey = v, k
 		default:
-			return Request{}, reject(id, k, v, "unknown nsiso annotation (known: %s, %s, %s, %s)",
+			return Request{}, reject(id, k, v, "unknown nsiso annotation (known: %s, %s, %s, %s, and for pods <key>.<container-name>)",
 				AnnotationIPCMode, AnnotationShmSize, AnnotationPIDMode, AnnotationParent)
 		}
+		if scoped && (criType != criTypeContainer || scope != name) {
+			continue
+		}
+		if r.keys == nil {
+			r.keys = map[string]string{}
+		}
+		values[base], r.keys[base] = v, k
 	}
-	if r.ShmSize != 0 && r.IPC != ModePrivate {
-		return Request{}, reject(id, AnnotationShmSize, annotations[AnnotationShmSize],
-			"only allowed with %s=%s, got %s", AnnotationIPCMode, ModePrivate, describeMode(r.IPC))
+	if v, ok := values[AnnotationIPCMode]; ok {
+		r.IPC, _ = parseMode(v)
 	}
-	if r.Parent == "" && annotations[AnnotationCRIContainerType] == criTypeContainer {
+	if v, ok := values[AnnotationPIDMode]; ok {
+		r.PID, _ = parseMode(v)
+	}
+	if v, ok := values[AnnotationParent]; ok {
+		r.Parent, r.ParentKey = v, AnnotationParent
+	}
+	if v, ok := values[AnnotationShmSize]; ok {
+		r.ShmSize, _ = ParseSize(v)
+		switch {
+		case r.IPC == ModePrivate:
+		case r.Sandbox && r.IPC == ModeUnset:
+			// The pod's own /dev/shm, shared by its containers.
+		case criType == criTypeContainer && r.key(AnnotationShmSize) == AnnotationShmSize:
+			// The pod's size, copied onto its containers by CRI.
+			r.ShmSize = 0
+		default:
+			return Request{}, reject(id, r.key(AnnotationShmSize), v,
+				"only allowed with %s=%s, got %s", AnnotationIPCMode, ModePrivate, describeMode(r.IPC))
+		}
+	}
+	if r.Parent == "" && criType == criTypeContainer {
 		r.Parent, r.ParentKey = annotations[AnnotationCRISandboxID], AnnotationCRISandboxID
 	}
 	return r, nil

@@ -7,13 +7,35 @@ import "fmt"
 // so the one line a user sees from `ctr run` is enough to fix the request.
 type Error struct {
 	Container string
-	Key       string
-	Value     string
-	Reason    string
+	// Pod is "<namespace>/<name>" of the Kubernetes pod the container
+	// belongs to, if any: CRI's container IDs mean nothing to a user.
+	Pod    string
+	Key    string
+	Value  string
+	Reason string
 }
 
 func (e *Error) Error() string {
+	if e.Pod != "" {
+		return fmt.Sprintf("nsiso: container %q of pod %q: %s=%q: %s", e.Container, e.Pod, e.Key, e.Value, e.Reason)
+	}
 	return fmt.Sprintf("nsiso: container %q: %s=%q: %s", e.Container, e.Key, e.Value, e.Reason)
+}
+
+// Annotations naming a CRI pod.
+const (
+	AnnotationCRISandboxName      = "io.kubernetes.cri.sandbox-name"
+	AnnotationCRISandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
+)
+
+// PodName returns "<namespace>/<name>" of the pod a CRI spec belongs to, or
+// "" for a container that is not in a pod.
+func PodName(annotations map[string]string) string {
+	name := annotations[AnnotationCRISandboxName]
+	if name == "" {
+		return ""
+	}
+	return annotations[AnnotationCRISandboxNamespace] + "/" + name
 }
 
 func reject(id, key, value, format string, args ...any) *Error {

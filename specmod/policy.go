@@ -132,7 +132,7 @@ func decide(s *specs.Spec, in Input) (plan, error) {
 	clientIPC, hasIPC := namespace(s, specs.IPCNamespace)
 	switch r.IPC {
 	case ModeShareParent:
-		p.ipc = cause{AnnotationIPCMode, string(ModeShareParent), parentWhy}
+		p.ipc = cause{r.key(AnnotationIPCMode), string(ModeShareParent), parentWhy}
 		p.shm = p.ipc
 		if r.Nested() {
 			p.opts = append(p.opts, WithNamespacePath(specs.IPCNamespace, in.Parent.IPCPath), WithShmBind(in.Parent.ShmPath))
@@ -140,11 +140,17 @@ func decide(s *specs.Spec, in Input) (plan, error) {
 			p.opts = append(p.opts, WithHostNamespace(specs.IPCNamespace), WithShmBind(HostShmSource))
 		}
 	case ModePrivate:
-		p.ipc = cause{AnnotationIPCMode, string(ModePrivate), ""}
+		p.ipc = cause{r.key(AnnotationIPCMode), string(ModePrivate), ""}
 		p.opts = append(p.opts, WithNewNamespace(specs.IPCNamespace))
-		size := in.Request.ShmSize
+		if i := shmMountIndex(s); r.Sandbox && i >= 0 && isBind(s.Mounts[i]) {
+			// A pod's private /dev/shm is the one CRI made for the whole
+			// pod; SandboxShm sizes it.
+			p.shm = cause{"mounts./dev/shm.source", s.Mounts[i].Source, ""}
+			break
+		}
+		size := r.ShmSize
 		if size > 0 {
-			p.shmSizeCause = &cause{AnnotationShmSize, FormatSize(size), ""}
+			p.shmSizeCause = &cause{r.key(AnnotationShmSize), FormatSize(size), ""}
 		} else {
 			size = in.Policy.DefaultShmSize
 		}
@@ -180,14 +186,14 @@ func decide(s *specs.Spec, in Input) (plan, error) {
 	clientPID, hasPID := namespace(s, specs.PIDNamespace)
 	switch r.PID {
 	case ModeShareParent:
-		p.pid = cause{AnnotationPIDMode, string(ModeShareParent), parentWhy}
+		p.pid = cause{r.key(AnnotationPIDMode), string(ModeShareParent), parentWhy}
 		if r.Nested() {
 			p.opts = append(p.opts, WithNamespacePath(specs.PIDNamespace, in.Parent.PIDPath))
 		} else {
 			p.opts = append(p.opts, WithHostNamespace(specs.PIDNamespace))
 		}
 	case ModePrivate:
-		p.pid = cause{AnnotationPIDMode, string(ModePrivate), ""}
+		p.pid = cause{r.key(AnnotationPIDMode), string(ModePrivate), ""}
 		p.opts = append(p.opts, WithNewNamespace(specs.PIDNamespace))
 	case ModeUnset:
 		switch {
@@ -292,4 +298,51 @@ func isHostShm(s *specs.Spec, h HostChecker) (bool, string, error) {
 	}
 	host, err := h.IsHostShm(m.Source)
 	return host, m.Source, err
+}
+
+// PodShm is a resize of the /dev/shm that containerd's CRI plugin mounts on
+// the host for a whole pod and binds into the sandbox and its containers.
+type PodShm struct {
+	Source string
+	Size   int64
+}
+
+// SandboxShm tells how big a pod's shared /dev/shm must be made before the
+// sandbox starts: Kubernetes has no field for it (containerd gives every pod
+// 64Mi), so the pod's nsiso/shm-size, else default_container_shm_size,
+// decides. It returns ok=false when there is nothing to resize: not a pod
+// sandbox, no size configured, or a /dev/shm that is not the pod's own (the
+// host's, for a hostIPC pod, is never resized). Call it on the spec Rewrite
+// returned.
+func SandboxShm(s *specs.Spec, in Input) (PodShm, bool, error) {
+	r := in.Request
+	if !r.Sandbox {
+		return PodShm{}, false, nil
+	}
+	i := shmMountIndex(s)
+	if i < 0 || !isBind(s.Mounts[i]) {
+		return PodShm{}, false, nil
+	}
+	size, key, value := r.ShmSize, r.key(AnnotationShmSize), FormatSize(r.ShmSize)
+	if size == 0 {
+		size, key, value = in.Policy.DefaultShmSize, "default_container_shm_size", FormatSize(in.Policy.DefaultShmSize)
+	}
+	if size == 0 {
+		return PodShm{}, false, nil
+	}
+	src := s.Mounts[i].Source
+	if in.Host == nil {
+		return PodShm{}, false, fmt.Errorf("specmod: no host checker")
+	}
+	host, err := in.Host.IsHostShm(src)
+	if err != nil {
+		return PodShm{}, false, reject(in.ID, "mounts./dev/shm.source", src, "cannot tell whether the pod's /dev/shm is the host's: %v", err)
+	}
+	if host {
+		return PodShm{}, false, nil
+	}
+	if in.Policy.MaxShmSize > 0 && size > in.Policy.MaxShmSize {
+		return PodShm{}, false, reject(in.ID, key, value, "pod /dev/shm of %s is over %s=%s", FormatSize(size), RuleMaxShmSize, FormatSize(in.Policy.MaxShmSize))
+	}
+	return PodShm{Source: src, Size: size}, true, nil
 }

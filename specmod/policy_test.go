@@ -238,7 +238,7 @@ func TestRewrite(t *testing.T) {
 		{name: "bad size", policy: strict, ann: map[string]string{AnnotationIPCMode: "private", AnnotationShmSize: "12 parsecs"},
 			wantErr: `nsiso: container "c": nsiso/shm-size="12 parsecs": size "12 parsecs" has unknown unit "parsecs" (use Ki, Mi, Gi, Ti, k, m, g, t or bytes)`},
 		{name: "unknown key", policy: strict, ann: map[string]string{"nsiso/ipcmode": "private"},
-			wantErr: `nsiso: container "c": nsiso/ipcmode="private": unknown nsiso annotation (known: nsiso/ipc-mode, nsiso/shm-size, nsiso/pid-mode, nsiso/parent)`},
+			wantErr: `nsiso: container "c": nsiso/ipcmode="private": unknown nsiso annotation (known: nsiso/ipc-mode, nsiso/shm-size, nsiso/pid-mode, nsiso/parent, and for pods <key>.<container-name>)`},
 		{name: "own parent", policy: strict, ann: map[string]string{AnnotationParent: "c"},
 			wantErr: `nsiso: container "c": nsiso/parent="c": a container cannot be its own parent`},
 	} {

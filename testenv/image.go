@@ -62,6 +62,13 @@ type layerEntry struct {
 // (it is executed to list its applets), so the image platform is linux and
 // the host architecture.
 func BuildBusyboxImage(ctx context.Context, busyboxPath string, extraFiles map[string]string, ref string, w io.Writer) error {
+	return BuildBusyboxImageWithCmd(ctx, busyboxPath, extraFiles, ref, []string{"/bin/sh"}, w)
+}
+
+// BuildBusyboxImageWithCmd is BuildBusyboxImage with another image Cmd,
+// e.g. a long sleep for an image that serves as a CRI pod sandbox ("pause")
+// image, whose Cmd must not exit.
+func BuildBusyboxImageWithCmd(ctx context.Context, busyboxPath string, extraFiles map[string]string, ref string, cmd []string, w io.Writer) error {
 	if ref == "" {
 		return fmt.Errorf("build busybox image: empty image reference")
 	}
@@ -96,7 +103,7 @@ func BuildBusyboxImage(ctx context.Context, busyboxPath string, extraFiles map[s
 		},
 		Config: ocispec.ImageConfig{
 			Env:        []string{"PATH=" + ImagePath},
-			Cmd:        []string{"/bin/sh"},
+			Cmd:        cmd,
 			WorkingDir: "/",
 		},
 		RootFS: ocispec.RootFS{
