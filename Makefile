@@ -45,7 +45,7 @@ vet:
 # Unit tests of pure code; `go test` also runs every committed fuzz seed
 # (testdata/fuzz) and the f.Add seeds.
 unit:
-	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/...
+	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./examples/...
 
 # Short coverage-guided fuzzing, on demand.
 fuzz:
