@@ -3,7 +3,9 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/nsiso/nsiso/specmod"
@@ -196,5 +198,41 @@ func TestHostIPCWhenAllowed(t *testing.T) {
 	kid := s.start(t, newID("hostkid"), spec{config: s.lenient, ann: ann(specmod.AnnotationIPCMode, "share-parent", specmod.AnnotationParent, h.id)})
 	if got := s.ns(t, kid, "ipc"); got != hostNS(t, "ipc") {
 		t.Errorf("grandchild of the host: IPC %s, want the host's", got)
+	}
+}
+
+// When a shim dies, containerd runs `containerd-shim-nsiso-v1 delete` in
+// the bundle; nsiso's pins and mounts must go with it.
+func TestShimKilledLeavesNothing(t *testing.T) {
+	s := setup(t)
+	p := s.start(t, newID("crashp"), spec{ann: ann(specmod.AnnotationIPCMode, "private")})
+	s.exec(t, p, "sh", "-c", "echo keep > /dev/shm/keep")
+	c := s.start(t, newID("crashc"), spec{ann: ann(specmod.AnnotationIPCMode, "share-parent", specmod.AnnotationPIDMode, "share-parent", specmod.AnnotationParent, p.id)})
+	if m := mountsOf(t, "/"+c.id+"/nsiso/"); len(m) == 0 {
+		t.Fatal("the child has no pins to clean up; the test would prove nothing")
+	}
+	pids := shimPIDs(c.id)
+	if len(pids) != 1 {
+		t.Fatalf("shim of %s: %v", c.id, pids)
+	}
+	pid, _ := strconv.Atoi(pids[0])
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// containerd forgets the task at once and runs the shim's delete
+	// command in the background; it is done when the bundle is gone.
+	tasks := filepath.Join(s.ctd.Dir(), "state", "io.containerd.runtime.v2.task", testNS)
+	waitFor(t, "containerd to clean up after the dead shim", func() bool {
+		_, err1 := os.Stat(filepath.Join(tasks, c.id))
+		_, err2 := os.Stat(filepath.Join(tasks, "."+c.id))
+		return os.IsNotExist(err1) && os.IsNotExist(err2) && len(containerMounts(t, c.id)) == 0
+	})
+	s.remove(t, c)
+	c.t = nil
+	s.assertNoResidue(t, c.id)
+	// containerd removes a bundle recursively; had the pin of the parent's
+	// /dev/shm still been mounted, it would have emptied the parent's.
+	if out := s.exec(t, p, "cat", "/dev/shm/keep"); strings.TrimSpace(out) != "keep" {
+		t.Errorf("parent's /dev/shm lost its contents: %q", out)
 	}
 }

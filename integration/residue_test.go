@@ -20,7 +20,7 @@ func (s *suite) assertNoResidue(t *testing.T, id string) {
 	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
 		t.Errorf("%s: bundle %s left behind (%v)", id, bundle, err)
 	}
-	if m := mountsOf(t, "/"+id+"/"); len(m) > 0 {
+	if m := containerMounts(t, id); len(m) > 0 {
 		t.Errorf("%s: mounts left behind:\n%s", id, strings.Join(m, "\n"))
 	}
 	// A shim whose only container failed to be created exits on its own
@@ -37,6 +37,13 @@ func (s *suite) assertNoResidue(t *testing.T, id string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// containerMounts returns the mounts under container id's bundle, also
+// under the hidden name containerd renames a bundle to while deleting it.
+func containerMounts(t *testing.T, id string) []string {
+	t.Helper()
+	return append(mountsOf(t, "/"+id+"/"), mountsOf(t, "/."+id+"/")...)
 }
 
 // mountsOf returns the mountinfo lines whose mount point contains part.
