@@ -25,15 +25,17 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/containerd-shim-nsiso-v1 ./cmd/containerd-shim-nsiso-v1
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/nsiso ./cmd/nsiso
 
 deps:
 	BIN=$(DEPS_BIN) bash scripts/install-deps.sh
 
 install: build
 	install -D -m 0755 $(BIN)/containerd-shim-nsiso-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-nsiso-v1
+	install -D -m 0755 $(BIN)/nsiso $(DESTDIR)$(PREFIX)/bin/nsiso
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/containerd-shim-nsiso-v1
+	rm -f $(DESTDIR)$(PREFIX)/bin/containerd-shim-nsiso-v1 $(DESTDIR)$(PREFIX)/bin/nsiso
 
 demo: deps build
 	NSISO_DEPS_BIN=$(DEPS_BIN) NSISO_BIN=$(BIN) $(GO) run ./demo
@@ -45,7 +47,7 @@ vet:
 # Unit tests of pure code; `go test` also runs every committed fuzz seed
 # (testdata/fuzz) and the f.Add seeds.
 unit:
-	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./examples/...
+	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./examples/... ./audit/... ./cmd/nsiso/...
 
 # Short coverage-guided fuzzing, on demand.
 fuzz:
@@ -60,3 +62,14 @@ test: vet unit integration
 
 clean:
 	rm -rf $(OUT)
+
+# Benchmarks, on demand only: the spec rewrite and shim micro-benchmarks,
+# then nsiso against runc.v2 side by side on a private containerd; the
+# report (tables, and _output/bench/result.json) includes both. Flags go
+# in BENCH_FLAGS, e.g. BENCH_FLAGS='-n 100 -state-tmpfs'.
+BENCH_FLAGS ?=
+.PHONY: bench
+bench: deps build
+	@mkdir -p $(OUT)/bench
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem ./specmod/ ./shim/ | tee $(OUT)/bench/micro.txt
+	NSISO_DEPS_BIN=$(DEPS_BIN) NSISO_BIN=$(BIN) $(GO) run ./bench -micro $(OUT)/bench/micro.txt $(BENCH_FLAGS)

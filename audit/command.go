@@ -1,0 +1,168 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+
+	"github.com/nsiso/nsiso/hostns"
+)
+
+// DefaultAddress is containerd's socket on a node.
+const DefaultAddress = "/run/containerd/containerd.sock"
+
+// DefaultTimeout bounds a whole audit, so that a cron job never hangs on a
+// daemon that accepts connections but does not answer.
+const DefaultTimeout = 30 * time.Second
+
+// Options are the settings of one audit.
+type Options struct {
+	// Address is containerd's socket.
+	Address string
+	// Namespace limits the audit to one containerd namespace; empty audits
+	// them all, which is the only way to see sharing across namespaces.
+	Namespace string
+}
+
+// Run connects to containerd and returns the records of every container.
+func Run(ctx context.Context, opts Options) ([]Record, error) {
+	if err := probeSocket(ctx, opts.Address); err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w%s", opts.Address, err, rootHint(err))
+	}
+	c, err := client.New(opts.Address)
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w", opts.Address, err)
+	}
+	defer c.Close()
+	// The connection is made lazily; asking for the version turns a wrong
+	// address into one clear error rather than one about listing.
+	if _, err := c.Version(ctx); err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w%s", opts.Address, err, rootHint(err))
+	}
+	host, err := HostFacts(&hostns.Checker{})
+	if err != nil {
+		return nil, err
+	}
+	var nss []string
+	if opts.Namespace != "" {
+		nss = []string{opts.Namespace}
+	}
+	facts, err := Gather(ctx, c, nss)
+	if err != nil {
+		return nil, err
+	}
+	return Analyze(host, facts), nil
+}
+
+// probeSocket dials a unix socket once: grpc retries a missing or refused
+// socket until the deadline and then reports only the deadline, while the
+// dial's own error says what is wrong at once.
+func probeSocket(ctx context.Context, address string) error {
+	path, ok := strings.CutPrefix(address, "unix://")
+	if !ok && strings.Contains(address, "://") {
+		return nil
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+// rootHint explains a refused socket; grpc reports the refusal as text,
+// not as an error that errors.Is could match.
+func rootHint(err error) string {
+	if errors.Is(err, fs.ErrPermission) || strings.Contains(err.Error(), "permission denied") {
+		return " (containerd's socket needs root)"
+	}
+	return ""
+}
+
+const usageHead = `Usage: nsiso audit [flags]
+
+Lists every container of a containerd node, whatever runtime started it,
+with its IPC namespace, PID namespace and /dev/shm as the kernel sees them,
+one line per container in the style of the CIS Docker Benchmark:
+
+  <namespace>/<id>: IpcMode=<host|private|container:<id>> PidMode=... ShmSize=<size|host> Runtime=<runtime>
+
+It fails when a container shares the host's IPC namespace or /dev/shm
+(CIS 5.16) and, with --pid, the host's PID namespace (CIS 5.15). It must
+run as root in the host's PID and mount namespaces.
+
+Flags:
+`
+
+const usageTail = `
+Exit status: 0 no container shares what the rules forbid; 1 some do (each
+named on stderr); 2 the audit could not be completed.
+`
+
+// Main runs `nsiso audit` with the arguments after the subcommand and
+// returns its exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("nsiso audit", flag.ContinueOnError)
+	// Errors and usage are printed below, where their stream is chosen:
+	// asked-for help goes to stdout, a mistake to stderr.
+	fs.SetOutput(io.Discard)
+	var opts Options
+	fs.StringVar(&opts.Address, "address", DefaultAddress, "containerd's `socket`")
+	fs.StringVar(&opts.Namespace, "namespace", "", "audit only this containerd `namespace` (default: all of them)")
+	format := fs.String("format", "text", "output `format`: text or json")
+	checkPID := fs.Bool("pid", false, "also fail on containers in the host's PID namespace (CIS 5.15)")
+	timeout := fs.Duration("timeout", DefaultTimeout, "give up after this `duration`")
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, usageHead)
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+		fmt.Fprint(w, usageTail)
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "nsiso audit: "+format+"\n", a...)
+		return ExitError
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout)
+			return ExitCompliant
+		}
+		fmt.Fprintf(stderr, "nsiso audit: %v\n", err)
+		usage(stderr)
+		return ExitError
+	}
+	if fs.NArg() > 0 {
+		return fail("unexpected argument %q (see nsiso audit --help)", fs.Arg(0))
+	}
+	write := map[string]func(io.Writer, []Record) error{"text": WriteText, "json": WriteJSON}[*format]
+	if write == nil {
+		return fail("--format %q: want text or json", *format)
+	}
+	if *timeout <= 0 {
+		return fail("--timeout %v: want a positive duration", *timeout)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	recs, err := Run(ctx, opts)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if err := write(stdout, recs); err != nil {
+		return fail("write report: %v", err)
+	}
+	findings := Findings(recs, *checkPID)
+	for _, f := range findings {
+		fmt.Fprintf(stderr, "nsiso audit: %s\n", f)
+	}
+	return ExitStatus(findings)
+}

@@ -1,0 +1,87 @@
+// Package audit checks every container of a containerd node against the
+// CIS Docker Benchmark rules "the host's IPC namespace is not shared" (5.16)
+// and "the host's process namespace is not shared" (5.15), whatever runtime
+// started the container (io.containerd.runc.v2, io.containerd.nsiso.v1 or
+// any other runc-like runtime).
+//
+// It is the containerd counterpart of the benchmark's
+//
+//	docker ps --quiet --all | xargs docker inspect --format '{{ .Id }}: IpcMode={{ .HostConfig.IpcMode }}'
+//
+// and backs the command `nsiso audit`.
+//
+// # Where the facts come from
+//
+// containerd supplies the list of containers, their runtime, their OCI spec
+// and the init pid and status of their tasks. Everything the verdict rests
+// on is then read from the kernel, not from the spec, because a spec says
+// what a client asked for while a runtime shim (nsiso among them) may have
+// rewritten it, and a path in a spec says nothing about whose namespace it
+// was by the time the container started:
+//
+//   - /proc/<pid>/ns/ipc and /proc/<pid>/ns/pid of the task's init, as
+//     device and inode numbers, compared with the host's (pid 1's where
+//     readable, else the auditing process's own; see package hostns) and
+//     with every other container's;
+//   - /proc/<pid>/root/dev/shm: its size (statfs f_blocks × f_bsize) and its
+//     device number, which tells the host's /dev/shm and a tmpfs that
+//     another container has apart from one of its own;
+//   - NSpid in /proc/<pid>/status and the start time in /proc/<pid>/stat,
+//     which choose the owner of a namespace several containers share.
+//
+// The spec is consulted only to choose that owner (see Analyze).
+//
+// The auditing process must run in the host's PID namespace, as root:
+// containerd reports init pids as the host numbers them, and reading
+// another process's /proc/<pid>/ns and /proc/<pid>/root needs the right to
+// ptrace it. It must also run in the host's mount namespace, where
+// /dev/shm is the host's: on the node itself (cron, a systemd timer), or
+// from a privileged hostPID pod through nsenter --target 1 --mount.
+//
+// What is inspected is the process containerd names as the task's init.
+// For runc-based runtimes that is the container's first process; for a
+// runtime that runs containers in a VM or a user-space kernel it is that
+// runtime's process on the host, and the report describes it instead.
+//
+// # Output
+//
+// One Record per container, sorted by containerd namespace, then ID. As
+// text (WriteText) each is a line in the benchmark's style:
+//
+//	default/web: IpcMode=private PidMode=private ShmSize=64Mi Runtime=io.containerd.nsiso.v1
+//
+// IpcMode and PidMode are "host", "private" (a namespace of its own, or the
+// owner of one that others share), "container:<id>" (the owner of the
+// shared namespace; "container:<namespace>/<id>" when the owner is in
+// another containerd namespace) or "stopped" (no live task). ShmSize is the
+// size of the container's /dev/shm in binary units, "host" when it is the
+// host's /dev/shm, "none" when the container has no /dev/shm and "-" when
+// it is stopped.
+//
+// As JSON (WriteJSON) the output is an array of Record objects. Their field
+// names are stable:
+//
+//	namespace     containerd namespace
+//	id            container ID
+//	ipcMode       as IpcMode above
+//	pidMode       as PidMode above
+//	shmSize       bytes of /dev/shm; 0 when unknown (host's, none, stopped)
+//	shmSource     "own", "host", "container:<id>" (a tmpfs another
+//	              container owns), "none", or "" when stopped
+//	runtime       the container's runtime, e.g. io.containerd.runc.v2
+//	pid           the task's init pid on the host; 0 when stopped
+//	ipcNamespace  inode number of the IPC namespace; 0 when stopped
+//	pidNamespace  inode number of the PID namespace; 0 when stopped
+//	status        containerd's task status (running, created, paused,
+//	              pausing, stopped, unknown); stopped without a task
+//
+// # Verdict
+//
+// Findings lists the offending containers: those in the host's IPC
+// namespace or whose /dev/shm is the host's (both are CIS 5.16: POSIX
+// shared memory in /dev/shm is host IPC as much as System V segments are),
+// and, when asked, those in the host's PID namespace (CIS 5.15). Stopped
+// containers never offend. ExitStatus turns them into the command's exit
+// status: ExitCompliant (0), ExitNonCompliant (1); ExitError (2) is for an
+// audit that could not be completed.
+package audit

@@ -1,0 +1,118 @@
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/nsiso/nsiso/specmod"
+)
+
+// Exit statuses of the audit command.
+const (
+	// ExitCompliant: no container shares what the rules forbid.
+	ExitCompliant = 0
+	// ExitNonCompliant: at least one container does (see Findings).
+	ExitNonCompliant = 1
+	// ExitError: the audit could not be completed.
+	ExitError = 2
+)
+
+// ShmText is the ShmSize column of a record.
+func ShmText(r Record) string {
+	switch {
+	case r.IPCMode == ModeStopped:
+		return "-"
+	case r.ShmSource == ShmHost:
+		return "host"
+	case r.ShmSource == ShmNone, r.ShmSize <= 0:
+		return "none"
+	}
+	return specmod.FormatSize(r.ShmSize)
+}
+
+// Line renders a record as one line of the text report, in the CIS
+// benchmark's "<id>: IpcMode=<mode>" style.
+func Line(r Record) string {
+	return fmt.Sprintf("%s/%s: IpcMode=%s PidMode=%s ShmSize=%s Runtime=%s",
+		r.Namespace, r.ID, r.IPCMode, r.PIDMode, ShmText(r), r.Runtime)
+}
+
+// WriteText writes one Line per record.
+func WriteText(w io.Writer, recs []Record) error {
+	var b strings.Builder
+	for _, r := range recs {
+		b.WriteString(Line(r))
+		b.WriteByte('\n')
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteJSON writes the records as one indented JSON array; no records is
+// an empty array, never null, so that consumers need no special case.
+func WriteJSON(w io.Writer, recs []Record) error {
+	if recs == nil {
+		recs = []Record{}
+	}
+	data, err := json.MarshalIndent(recs, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(data, '\n'))
+	return err
+}
+
+// Finding is a container that breaks a rule.
+type Finding struct {
+	Namespace, ID string
+	// HostIPC and HostShm break CIS 5.16, HostPID CIS 5.15.
+	HostIPC, HostShm, HostPID bool
+}
+
+// String names the container and what it shares, for one line on stderr.
+func (f Finding) String() string {
+	var parts []string
+	switch {
+	case f.HostIPC && f.HostShm:
+		parts = append(parts, "the host's IPC namespace and /dev/shm (CIS Docker Benchmark 5.16)")
+	case f.HostIPC:
+		parts = append(parts, "the host's IPC namespace (CIS Docker Benchmark 5.16)")
+	case f.HostShm:
+		parts = append(parts, "the host's /dev/shm (CIS Docker Benchmark 5.16)")
+	}
+	if f.HostPID {
+		parts = append(parts, "the host's PID namespace (CIS Docker Benchmark 5.15)")
+	}
+	return fmt.Sprintf("%s/%s shares %s", f.Namespace, f.ID, strings.Join(parts, " and "))
+}
+
+// Findings lists the records that share the host's IPC namespace or
+// /dev/shm, and with checkPID also those that share its PID namespace, in
+// the records' order. Stopped containers share nothing.
+func Findings(recs []Record, checkPID bool) []Finding {
+	var out []Finding
+	for _, r := range recs {
+		f := Finding{
+			Namespace: r.Namespace,
+			ID:        r.ID,
+			HostIPC:   r.IPCMode == ModeHost,
+			HostShm:   r.ShmSource == ShmHost,
+			HostPID:   checkPID && r.PIDMode == ModeHost,
+		}
+		if f.HostIPC || f.HostShm || f.HostPID {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// ExitStatus is ExitNonCompliant when there are findings, else
+// ExitCompliant.
+func ExitStatus(findings []Finding) int {
+	if len(findings) > 0 {
+		return ExitNonCompliant
+	}
+	return ExitCompliant
+}
