@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -273,13 +272,7 @@ func (c *criSuite) ns(t *testing.T, id, kind string) string {
 
 func (c *criSuite) shmSize(t *testing.T, id string) int64 {
 	t.Helper()
-	f := strings.Fields(c.exec(t, id, "stat", "-f", "-c", "%b %S", "/dev/shm"))
-	if len(f) != 2 {
-		t.Fatalf("stat -f output %q", f)
-	}
-	blocks, _ := strconv.ParseInt(f[0], 10, 64)
-	bsize, _ := strconv.ParseInt(f[1], 10, 64)
-	return blocks * bsize
+	return statfsBytes(t, c.exec(t, id, shmSizeCmd...))
 }
 
 // The pod's containers share the sandbox's IPC namespace and /dev/shm, and

@@ -33,13 +33,13 @@ func TestCtrRun(t *testing.T) {
 	ctr("containers", "rm", id)
 
 	id = newID("ctrpriv")
-	out, stderr, err := ctr(append(base, "--annotation", "nsiso/ipc-mode=private", "--annotation", "nsiso/shm-size=48Mi",
-		imageRef, id, "stat", "-f", "-c", "%b %S", "/dev/shm")...)
+	args := append(base, "--annotation", "nsiso/ipc-mode=private", "--annotation", "nsiso/shm-size=48Mi", imageRef, id)
+	out, stderr, err := ctr(append(args, shmSizeCmd...)...)
 	if err != nil {
 		t.Fatalf("ctr run private: %v\n%s", err, stderr)
 	}
-	if f := strings.Fields(out); len(f) != 2 || f[0]+"*"+f[1] != "12288*4096" {
-		t.Errorf("ctr run private: /dev/shm statfs %q, want 12288 blocks of 4096 (48Mi)", out)
+	if got := statfsBytes(t, out); got != 48<<20 {
+		t.Errorf("ctr run private: /dev/shm of %d bytes, want 48Mi", got)
 	}
 
 	// The lenient config, handed over by ctr, allows the host's IPC.

@@ -382,16 +382,28 @@ func (s *suite) ns(t *testing.T, r *task, kind string) string {
 	return strings.TrimSpace(s.exec(t, r, "readlink", "/proc/self/ns/"+kind))
 }
 
+// shmSizeCmd asks statfs inside a container for the size of /dev/shm.
+var shmSizeCmd = []string{"stat", "-f", "-c", "%b %S", "/dev/shm"}
+
+// statfsBytes turns shmSizeCmd's "<blocks> <block size>" into bytes.
+func statfsBytes(t *testing.T, out string) int64 {
+	t.Helper()
+	f := strings.Fields(out)
+	if len(f) != 2 {
+		t.Fatalf("stat -f output %q", out)
+	}
+	blocks, err1 := strconv.ParseInt(f[0], 10, 64)
+	bsize, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("stat -f output %q", out)
+	}
+	return blocks * bsize
+}
+
 // shmSize is the size of /dev/shm as statfs reports it inside a container.
 func (s *suite) shmSize(t *testing.T, r *task) int64 {
 	t.Helper()
-	f := strings.Fields(s.exec(t, r, "stat", "-f", "-c", "%b %S", "/dev/shm"))
-	if len(f) != 2 {
-		t.Fatalf("stat -f output %q", f)
-	}
-	blocks, _ := strconv.ParseInt(f[0], 10, 64)
-	bsize, _ := strconv.ParseInt(f[1], 10, 64)
-	return blocks * bsize
+	return statfsBytes(t, s.exec(t, r, shmSizeCmd...))
 }
 
 // ipcmk makes a System V shared memory segment inside a container and
