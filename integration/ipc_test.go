@@ -146,9 +146,9 @@ func TestNestedIPC(t *testing.T) {
 }
 
 // A top-level container without a mode gets a new IPC namespace and its
-// own /dev/shm of the node's default size; one on a runc.v2 parent works
-// too, but only by joining the IPC namespace, since runc.v2 keeps /dev/shm
-// inside the container.
+// own /dev/shm of the node's default size; a child of it or of a runc.v2
+// parent joins the IPC namespace, but cannot share /dev/shm, which both
+// keep inside the container.
 func TestUnsetModeAndRuncParent(t *testing.T) {
 	s := setup(t)
 	top := s.start(t, newID("top"), spec{})
@@ -164,9 +164,19 @@ func TestUnsetModeAndRuncParent(t *testing.T) {
 	if got, want := s.ns(t, kid, "ipc"), s.ns(t, rp, "ipc"); got != want {
 		t.Errorf("child of a runc.v2 parent: IPC %s, parent %s", got, want)
 	}
-	err := s.tryCreate(t, newID("runcshare"), spec{ann: ann(specmod.AnnotationIPCMode, "share-parent", specmod.AnnotationParent, rp.id)})
-	if err == nil || !strings.Contains(err.Error(), "lives only inside its mount namespace") {
-		t.Errorf("share-parent of a runc.v2 parent: got %v, want a refusal explaining /dev/shm", err)
+	// Only a private container's /dev/shm lives on the host where a child
+	// can bind it; runc.v2's and an unset-mode container's stay inside.
+	for _, parent := range []*task{rp, top} {
+		id := newID("noshare")
+		err := s.tryCreate(t, id, spec{ann: ann(specmod.AnnotationIPCMode, "share-parent", specmod.AnnotationParent, parent.id)})
+		want := `nsiso: container "` + id + `": nsiso/parent="` + parent.id + `": the parent's /dev/shm lives only inside its mount namespace, so it cannot be shared; start the parent with runtime io.containerd.nsiso.v1 and nsiso/ipc-mode=private, or give this container nsiso/ipc-mode=private`
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("share-parent of %s: got %v\nwant %s", parent.id, err, want)
+		}
+		s.assertNoResidue(t, id)
+	}
+	if m := containerMounts(t, top.id); len(m) != 1 || !strings.Contains(m[0], "/rootfs ") {
+		t.Errorf("an unset-mode container needs no host mount but its rootfs, got:\n%s", strings.Join(m, "\n"))
 	}
 }
 

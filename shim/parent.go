@@ -180,16 +180,16 @@ func pinNamespace(proc string, t specs.LinuxNamespaceType, dst string) (string, 
 
 // pinShm binds the parent's /dev/shm onto dst. A mount in another mount
 // namespace cannot be bound from outside it, so the parent's /dev/shm must
-// be a bind of a directory the host sees (nsiso's own, a CRI pod's, or the
-// host's); which one is read from the parent's spec, and then checked
-// against what the parent's init really sees.
+// be a bind of a directory the host sees (nsiso's own for a private
+// container, a CRI pod's, or the host's); which one is read from the
+// parent's spec, and then checked against what the parent's init sees.
 func pinShm(req specmod.Request, child string, ref *parentRef, proc, dst string) (string, error) {
 	src, err := parentShmSource(ref.bundle)
 	if err != nil {
 		return "", fmt.Errorf("nsiso: parent %q: %w", req.Parent, err)
 	}
 	if src == "" {
-		return "", parentError(req, child, "the parent's /dev/shm lives only inside its mount namespace (it was not started by nsiso), so it cannot be shared; start the parent with runtime io.containerd.nsiso.v1 or use nsiso/ipc-mode=private")
+		return "", parentError(req, child, "the parent's /dev/shm lives only inside its mount namespace, so it cannot be shared; start the parent with runtime io.containerd.nsiso.v1 and nsiso/ipc-mode=private, or give this container nsiso/ipc-mode=private")
 	}
 	want, err := hostns.Stat(filepath.Join(proc, "root", specmod.ShmPath))
 	if err != nil {

@@ -123,9 +123,15 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (re
 			return fmt.Errorf("nsiso: pod sandbox %q: resize /dev/shm: %w", r.ID, err)
 		}
 	}
-	if tmpfs := specmod.HostSideShm(&b.Spec, ownShmDir(r.Bundle)); tmpfs != nil {
-		if err := mountOwnShm(ownShmDir(r.Bundle), tmpfs); err != nil {
-			return fmt.Errorf("nsiso: container %q: %w", r.ID, err)
+	// Only a private container's /dev/shm can be shared with a child, and
+	// only from the host; every other container keeps runc's tmpfs inside
+	// it, since each host mount makes every later mount table scan (runc's,
+	// containerd's) longer on a busy node.
+	if req.IPC == specmod.ModePrivate {
+		if tmpfs := specmod.HostSideShm(&b.Spec, ownShmDir(r.Bundle)); tmpfs != nil {
+			if err := mountOwnShm(ownShmDir(r.Bundle), tmpfs); err != nil {
+				return fmt.Errorf("nsiso: container %q: %w", r.ID, err)
+			}
 		}
 	}
 	if err := b.write(); err != nil {
