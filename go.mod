@@ -16,7 +16,10 @@ require (
 	github.com/opencontainers/runtime-spec v1.3.0
 	github.com/pelletier/go-toml/v2 v2.2.4
 	golang.org/x/sys v0.46.0
+	google.golang.org/grpc v1.78.0
 	google.golang.org/protobuf v1.36.12-0.20260120151049-f2248ac996af
+	k8s.io/cri-api v0.34.10
+	sigs.k8s.io/yaml v1.6.0
 )
 
 require (
@@ -65,7 +68,4 @@ require (
 	golang.org/x/sync v0.21.0 // indirect
 	golang.org/x/text v0.38.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20251029180050-ab9386a59fda // indirect
-	google.golang.org/grpc v1.78.0 // indirect
-	k8s.io/cri-api v0.34.10 // indirect
-	sigs.k8s.io/yaml v1.6.0 // indirect
 )
