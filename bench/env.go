@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsiso/nsiso/testenv"
+)
+
+const (
+	nsisoRuntime = "io.containerd.nsiso.v1"
+	runcRuntime  = "io.containerd.runc.v2"
+	nsisoShim    = "containerd-shim-nsiso-v1"
+	runcShim     = "containerd-shim-runc-v2"
+	imageRef     = "docker.io/library/nsiso-busybox:bench"
+	benchNS      = "nsiso-bench"
+	// opTimeout bounds one container operation, so a wedged shim fails
+	// the run instead of hanging it.
+	opTimeout = 2 * time.Minute
+)
+
+// rt is one side of the comparison.
+type rt struct {
+	// Name is how tables and JSON name the runtime: "nsiso" or "runc.v2".
+	Name    string
+	runtime string
+	opts    any
+}
+
+// env is the private containerd both runtimes run on.
+type env struct {
+	ctd   *testenv.Containerd
+	ctx   context.Context
+	image client.Image
+	nsiso rt
+	runc  rt
+	// common holds spec options every container of the run gets.
+	common []oci.SpecOpts
+}
+
+// goTool finds the go command: $GO, then PATH, then the standard install
+// location, since sudo often resets PATH.
+func goTool() (string, error) {
+	if g := os.Getenv("GO"); g != "" {
+		if p, err := exec.LookPath(g); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat("/usr/local/go/bin/go"); err == nil {
+		return "/usr/local/go/bin/go", nil
+	}
+	return "", errors.New("go command not found on PATH or in /usr/local/go/bin")
+}
+
+// buildRuncShim builds containerd-shim-runc-v2 from the containerd module
+// this repository requires, with the flags the Makefile builds nsiso with,
+// so that both shims share the task service, shim library and toolchain
+// and differ only by nsiso's wrapper.
+func buildRuncShim(ctx context.Context, dir string) (string, error) {
+	goBin, err := goTool()
+	if err != nil {
+		return "", fmt.Errorf("build %s: %w", runcShim, err)
+	}
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return "", fmt.Errorf("build %s: %w", runcShim, err)
+	}
+	out := filepath.Join(dir, runcShim)
+	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-o", out, containerdModule+"/cmd/"+runcShim)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %w: %s", runcShim, err, strings.TrimSpace(string(output)))
+	}
+	return out, nil
+}
+
+// mountTmpfs mounts a fresh tmpfs on each directory, creating it. On error
+// nothing stays mounted.
+func mountTmpfs(dirs ...string) error {
+	for i, d := range dirs {
+		err := os.MkdirAll(d, 0o711)
+		if err == nil {
+			err = unix.Mount("tmpfs", d, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=711")
+		}
+		if err != nil {
+			for _, m := range dirs[:i] {
+				unix.Unmount(m, unix.MNT_DETACH)
+			}
+			return fmt.Errorf("mount tmpfs on %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// withShmBind makes the container's /dev/shm a bind of dir, as CRI does
+// with a pod's: nsiso then keeps it and mounts no tmpfs of its own.
+func withShmBind(dir string) oci.SpecOpts {
+	return oci.Compose(
+		oci.WithoutMounts("/dev/shm"),
+		oci.WithMounts([]specs.Mount{{Destination: "/dev/shm", Type: "bind", Source: dir, Options: []string{"rbind", "nosuid", "nodev", "noexec", "rw"}}}),
+	)
+}
+
+// removeDaemonDir removes a daemon directory that StartContainerd never
+// took charge of, unmounting first so that the removal cannot reach into
+// a mount.
+func removeDaemonDir(dir string) {
+	for _, sub := range []string{"state", "runc"} {
+		unix.Unmount(filepath.Join(dir, sub), unix.MNT_DETACH)
+	}
+	os.RemoveAll(dir)
+}
+
+// newContainer makes a container record with its own snapshot. Nothing of
+// this touches a shim, so callers keep it out of their timings.
+func (e *env) newContainer(ctx context.Context, id string, r rt, args []string, extra ...oci.SpecOpts) (client.Container, error) {
+	opts := append([]oci.SpecOpts{oci.WithImageConfig(e.image), oci.WithProcessArgs(args...)}, e.common...)
+	opts = append(opts, extra...)
+	c, err := e.ctd.Client().NewContainer(ctx, id,
+		client.WithNewSnapshot(id+"-snap", e.image),
+		client.WithRuntime(r.runtime, r.opts),
+		client.WithNewSpec(opts...),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("new container %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// removeContainer deletes a container record and its snapshot. It uses its
+// own context so that clean-up still runs after the run was interrupted.
+func (e *env) removeContainer(c client.Container) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.ctx), opTimeout)
+	defer cancel()
+	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete container %s: %w", c.ID(), err)
+	}
+	return nil
+}
+
+// removeTask kills and deletes a task whatever its state, then its
+// container.
+func (e *env) removeTask(c client.Container, t client.Task) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.ctx), opTimeout)
+	defer cancel()
+	var errs []error
+	if t != nil {
+		if _, err := t.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete task %s: %w", c.ID(), err))
+		}
+	}
+	if err := e.removeContainer(c); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// sleeper is a long-running container: a parent, or one whose shim's
+// memory is read.
+type sleeper struct {
+	c client.Container
+	t client.Task
+}
+
+// startSleeper creates and starts a container that sleeps until removed.
+func (e *env) startSleeper(ctx context.Context, id string, r rt, extra ...oci.SpecOpts) (*sleeper, error) {
+	c, err := e.newContainer(ctx, id, r, []string{"sleep", "3600"}, extra...)
+	if err != nil {
+		return nil, err
+	}
+	t, err := c.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		e.removeContainer(c)
+		return nil, fmt.Errorf("create task %s: %w", id, err)
+	}
+	if err := t.Start(ctx); err != nil {
+		e.removeTask(c, t)
+		return nil, fmt.Errorf("start task %s: %w", id, err)
+	}
+	return &sleeper{c: c, t: t}, nil
+}
+
+func (e *env) stopSleeper(s *sleeper) error {
+	if s == nil {
+		return nil
+	}
+	return e.removeTask(s.c, s.t)
+}
+
+// shimOf finds the shim serving container id: the containerd-shim-*
+// process whose -id argument is id. It checks that the container's init is
+// that process's child, as it is for runc.v2-style shims (a subreaper), so
+// a grouped shim or a stale process cannot be mistaken for it.
+func shimOf(id string, initPID uint32) (int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("read /proc: %w", err)
+	}
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if !strings.HasPrefix(filepath.Base(argv[0]), "containerd-shim-") || !hasArg(argv, "-id", id) {
+			continue
+		}
+		ppid, err := parentPID(int(initPID))
+		if err != nil {
+			return 0, err
+		}
+		if ppid != pid {
+			return 0, fmt.Errorf("shim of %s is pid %d, but its init %d has parent %d", id, pid, initPID, ppid)
+		}
+		return pid, nil
+	}
+	return 0, fmt.Errorf("no containerd-shim-* process with -id %s", id)
+}
+
+func hasArg(argv []string, flag, value string) bool {
+	for i := 0; i+1 < len(argv); i++ {
+		if argv[i] == flag && argv[i+1] == value {
+			return true
+		}
+	}
+	return false
+}
+
+// parentPID reads the ppid field of /proc/<pid>/stat.
+func parentPID(pid int) (int, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name may contain spaces; fields resume after the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 2 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return strconv.Atoi(f[1])
+}
+
+// procStatusKB reads a "Key:   123 kB" line of /proc/<pid>/status or
+// smaps_rollup.
+func procStatusKB(pid int, file, key string) (int64, error) {
+	v := firstField(filepath.Join("/proc", strconv.Itoa(pid), file), key)
+	if v == "" {
+		return 0, fmt.Errorf("no %s in /proc/%d/%s", key, pid, file)
+	}
+	var kb int64
+	if _, err := fmt.Sscanf(v, "%d kB", &kb); err != nil {
+		return 0, fmt.Errorf("/proc/%d/%s %s %q: %w", pid, file, key, v, err)
+	}
+	return kb, nil
+}
+
+// verifyShims starts one sleeper per runtime and records the executable
+// containerd really started for it, which proves which binaries were
+// compared whatever the PATH held.
+func (e *env) verifyShims(ctx context.Context, bins map[string]*shimBinary) error {
+	for _, r := range []rt{e.nsiso, e.runc} {
+		id := "verify-" + strings.ReplaceAll(r.Name, ".", "")
+		s, err := e.startSleeper(ctx, id, r)
+		if err != nil {
+			return err
+		}
+		pid, err := shimOf(id, s.t.Pid())
+		var exe string
+		if err == nil {
+			exe, err = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		}
+		if serr := e.stopSleeper(s); err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fmt.Errorf("verify %s shim: %w", r.Name, err)
+		}
+		b := bins[r.Name]
+		b.RunningExe = exe
+		if exe != b.Path {
+			return fmt.Errorf("containerd started %s for %s, not %s", exe, r.runtime, b.Path)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,293 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsiso/nsiso/hostns"
+	"github.com/nsiso/nsiso/specmod"
+)
+
+// These benchmarks put numbers on nsiso's share of a Create on the shim's
+// side: the config.json round trip, and the whole prepare step with its
+// mounts. They run with `make bench`; no test asserts their numbers.
+
+const benchNS = "bench"
+
+// benchConfigJSON is a bundle's config.json as containerd writes it for a
+// container of containerd's default spec, with the given annotations.
+func benchConfigJSON(b *testing.B, ann map[string]string) []byte {
+	b.Helper()
+	ctx := namespaces.WithNamespace(context.Background(), benchNS)
+	s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: "job-7"},
+		oci.WithEnv([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}),
+		oci.WithProcessArgs("sh", "-c", "exec my-job --threads 4"),
+		oci.WithAnnotations(ann))
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
+}
+
+// benchDir is a directory to measure file I/O in, named by its file
+// system's type: write syncs the file, and a sync costs what the device
+// makes it cost.
+type benchDir struct{ fs, path string }
+
+// benchDirs returns the test's temporary directory and, as root, a tmpfs,
+// which is where containerd keeps bundles on most systems (/run).
+func benchDirs(b *testing.B) []benchDir {
+	tmp := b.TempDir()
+	dirs := []benchDir{{fsName(tmp), tmp}}
+	if os.Geteuid() == 0 && dirs[0].fs != "tmpfs" {
+		mnt := b.TempDir()
+		if err := unix.Mount("bench", mnt, "tmpfs", 0, "size=16m"); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+		dirs = append(dirs, benchDir{"tmpfs", mnt})
+	}
+	return dirs
+}
+
+func fsName(dir string) string {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return "unknown"
+	}
+	switch st.Type {
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	}
+	return fmt.Sprintf("fs-0x%x", st.Type)
+}
+
+func BenchmarkBundleSpec(b *testing.B) {
+	data := benchConfigJSON(b, nil)
+	for _, d := range benchDirs(b) {
+		fs, dir := d.fs, d.path
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		b.Run("read/"+fs, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if _, err := readBundleSpec(dir); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("write/"+fs, func(b *testing.B) {
+			bs, err := readBundleSpec(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				if err := bs.write(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// benchParent is a stand-in for a running parent container: a process in
+// IPC, PID and mount namespaces of its own whose /dev/shm is a bind of a
+// host directory, as an nsiso parent's is.
+type benchParent struct {
+	pid   int
+	start uint64
+	shm   string
+}
+
+func startBenchParent(b *testing.B) benchParent {
+	b.Helper()
+	p := benchParent{shm: b.TempDir()}
+	cmd := exec.Command("/bin/sh", "-c", fmt.Sprintf("mount --make-rprivate / && mount --bind %s /dev/shm && exec sleep 3600", p.shm))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWIPC | unix.CLONE_NEWPID | unix.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	p.pid = cmd.Process.Pid
+	want, err := hostns.Stat(p.shm)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if got, err := hostns.Stat(fmt.Sprintf("/proc/%d/root/dev/shm", p.pid)); err == nil && got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the stand-in parent did not bind its /dev/shm")
+		}
+	}
+	if p.start, err = procStartTime(p.pid); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// register writes what nsiso reads of a parent: runc's state.json under
+// runcRoot and the parent's bundle next to its children's.
+func (p benchParent) register(b *testing.B, id, runcRoot, bundles string) {
+	b.Helper()
+	state, _ := json.Marshal(runcState{InitProcessPid: p.pid, InitProcessStart: p.start})
+	writeFile(b, filepath.Join(runcRoot, benchNS, id, "state.json"), state)
+	cfg, _ := json.Marshal(specs.Spec{Mounts: []specs.Mount{{Destination: specmod.ShmPath, Type: "bind", Source: p.shm, Options: []string{"rbind", "rw"}}}})
+	writeFile(b, filepath.Join(bundles, id, "config.json"), cfg)
+}
+
+func writeFile(b *testing.B, path string, data []byte) {
+	b.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkPrepare is everything nsiso adds to one container on the
+// shim's side: prepare (options, config file, policy, parent pins, own
+// /dev/shm mount, config.json rewrite) and the clean-up at Delete, with a
+// fresh service per container, as each container gets a fresh shim. The
+// bundle is on each file system of benchDirs.
+func BenchmarkPrepare(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("prepare mounts, which needs root")
+	}
+	const parentID, childID = "parent", "child"
+	parent := startBenchParent(b)
+	ctx := namespaces.WithNamespace(context.Background(), benchNS)
+	for _, tc := range []struct {
+		name string
+		ann  map[string]string
+	}{
+		{"top-level", nil},
+		{"nested-share-parent", map[string]string{
+			specmod.AnnotationIPCMode: string(specmod.ModeShareParent),
+			specmod.AnnotationPIDMode: string(specmod.ModeShareParent),
+			specmod.AnnotationParent:  parentID,
+		}},
+	} {
+		data := benchConfigJSON(b, tc.ann)
+		for _, d := range benchDirs(b) {
+			fs, root := d.fs, d.path
+			runcRoot := filepath.Join(root, "runc")
+			// Bundles of one containerd namespace are siblings, which is
+			// how nsiso finds a parent's.
+			bundles := filepath.Join(root, benchNS)
+			parent.register(b, parentID, runcRoot, bundles)
+			cfg := filepath.Join(root, "nsiso.toml")
+			writeFile(b, cfg, fmt.Appendf(nil, "root = %q\n", runcRoot))
+			bundle := filepath.Join(bundles, childID)
+			b.Run(tc.name+"/"+fs, func(b *testing.B) {
+				b.Setenv(ConfigPathEnv, cfg)
+				b.Cleanup(func() { cleanupState(bundle) })
+				b.ReportAllocs()
+				for b.Loop() {
+					b.StopTimer()
+					writeFile(b, filepath.Join(bundle, "config.json"), data)
+					b.StartTimer()
+					s := &service{}
+					if err := s.prepare(ctx, &taskAPI.CreateTaskRequest{ID: childID, Bundle: bundle}); err != nil {
+						b.Fatal(err)
+					}
+					if err := cleanupState(bundle); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkPrepareParts splits prepare into its costly steps, to show
+// where its time goes.
+func BenchmarkPrepareParts(b *testing.B) {
+	cfg := filepath.Join(b.TempDir(), "nsiso.toml")
+	writeFile(b, cfg, []byte("root = \"/run/containerd/runc\"\n"))
+	b.Setenv(ConfigPathEnv, cfg)
+
+	b.Run("options-from-config-file", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := resolveOptions(nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("host-namespaces-first-use", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var h hostns.Checker
+			if _, err := h.Namespace(specs.IPCNamespace); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	if os.Geteuid() != 0 {
+		return
+	}
+	parent := startBenchParent(b)
+	tmpfs := &specs.Mount{Destination: specmod.ShmPath, Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}
+	req := specmod.Request{IPC: specmod.ModeShareParent, PID: specmod.ModeShareParent, Parent: "parent", ParentKey: specmod.AnnotationParent}
+	need := specmod.Needs{IPC: true, Shm: true, PID: true}
+	for _, d := range benchDirs(b) {
+		runcRoot := filepath.Join(d.path, "runc")
+		bundles := filepath.Join(d.path, benchNS)
+		parent.register(b, "parent", runcRoot, bundles)
+		bundle := filepath.Join(bundles, "child")
+		b.Cleanup(func() { cleanupState(bundle) })
+		b.Run("own-shm-mount-and-cleanup/"+d.fs, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := mountOwnShm(ownShmDir(bundle), tmpfs); err != nil {
+					b.Fatal(err)
+				}
+				if err := cleanupState(bundle); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("pin-parent-and-cleanup/"+d.fs, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := pinParent(req, "child", filepath.Join(runcRoot, benchNS), bundle, need); err != nil {
+					b.Fatal(err)
+				}
+				if err := cleanupState(bundle); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
