@@ -172,27 +172,6 @@ func firstField(path, key string) string {
 	return ""
 }
 
-// fsType names the file system holding path, for the common types.
-func fsType(path string) string {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return ""
-	}
-	switch st.Type {
-	case unix.TMPFS_MAGIC:
-		return "tmpfs"
-	case unix.EXT4_SUPER_MAGIC:
-		return "ext4"
-	case unix.XFS_SUPER_MAGIC:
-		return "xfs"
-	case unix.BTRFS_SUPER_MAGIC:
-		return "btrfs"
-	case unix.OVERLAYFS_SUPER_MAGIC:
-		return "overlay"
-	}
-	return fmt.Sprintf("0x%x", st.Type)
-}
-
 // inspectShim reads a shim binary's build information.
 func inspectShim(runtimeName, path string) (shimBinary, error) {
 	s := shimBinary{Runtime: runtimeName, Path: path}

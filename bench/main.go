@@ -293,8 +293,8 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 	}()
 	res.Host.Containerd = ctd.Version()
 	res.Host.Snapshotter = ctd.Snapshotter()
-	res.Host.StateFS = fsType(filepath.Join(ctdDir, "state"))
-	res.Host.RuncRootFS = fsType(runcRoot)
+	res.Host.StateFS = testenv.FSType(filepath.Join(ctdDir, "state"))
+	res.Host.RuncRootFS = testenv.FSType(runcRoot)
 	nctx, err := ctd.Namespace(ctx, benchNS)
 	if err != nil {
 		return err

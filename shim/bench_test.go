@@ -20,6 +20,7 @@ import (
 
 	"github.com/nsiso/nsiso/hostns"
 	"github.com/nsiso/nsiso/specmod"
+	"github.com/nsiso/nsiso/testenv"
 )
 
 // These benchmarks put numbers on nsiso's share of a Create on the shim's
@@ -56,7 +57,7 @@ type benchDir struct{ fs, path string }
 // which is where containerd keeps bundles on most systems (/run).
 func benchDirs(b *testing.B) []benchDir {
 	tmp := b.TempDir()
-	dirs := []benchDir{{fsName(tmp), tmp}}
+	dirs := []benchDir{{testenv.FSType(tmp), tmp}}
 	if os.Geteuid() == 0 && dirs[0].fs != "tmpfs" {
 		mnt := b.TempDir()
 		if err := unix.Mount("bench", mnt, "tmpfs", 0, "size=16m"); err != nil {
@@ -66,24 +67,6 @@ func benchDirs(b *testing.B) []benchDir {
 		dirs = append(dirs, benchDir{"tmpfs", mnt})
 	}
 	return dirs
-}
-
-func fsName(dir string) string {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return "unknown"
-	}
-	switch st.Type {
-	case unix.TMPFS_MAGIC:
-		return "tmpfs"
-	case unix.EXT4_SUPER_MAGIC:
-		return "ext4"
-	case unix.XFS_SUPER_MAGIC:
-		return "xfs"
-	case unix.BTRFS_SUPER_MAGIC:
-		return "btrfs"
-	}
-	return fmt.Sprintf("fs-0x%x", st.Type)
 }
 
 func BenchmarkBundleSpec(b *testing.B) {
