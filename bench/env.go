@@ -16,7 +16,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/nsiso/nsiso/testenv"
@@ -49,8 +48,6 @@ type env struct {
 	image client.Image
 	nsiso rt
 	runc  rt
-	// common holds spec options every container of the run gets.
-	common []oci.SpecOpts
 }
 
 // goTool finds the go command: $GO, then PATH, then the standard install
@@ -111,15 +108,6 @@ func mountTmpfs(dirs ...string) error {
 	return nil
 }
 
-// withShmBind makes the container's /dev/shm a bind of dir, as CRI does
-// with a pod's: nsiso then keeps it and mounts no tmpfs of its own.
-func withShmBind(dir string) oci.SpecOpts {
-	return oci.Compose(
-		oci.WithoutMounts("/dev/shm"),
-		oci.WithMounts([]specs.Mount{{Destination: "/dev/shm", Type: "bind", Source: dir, Options: []string{"rbind", "nosuid", "nodev", "noexec", "rw"}}}),
-	)
-}
-
 // removeDaemonDir removes a daemon directory that StartContainerd never
 // took charge of, unmounting first so that the removal cannot reach into
 // a mount.
@@ -133,8 +121,7 @@ func removeDaemonDir(dir string) {
 // newContainer makes a container record with its own snapshot. Nothing of
 // this touches a shim, so callers keep it out of their timings.
 func (e *env) newContainer(ctx context.Context, id string, r rt, args []string, extra ...oci.SpecOpts) (client.Container, error) {
-	opts := append([]oci.SpecOpts{oci.WithImageConfig(e.image), oci.WithProcessArgs(args...)}, e.common...)
-	opts = append(opts, extra...)
+	opts := append([]oci.SpecOpts{oci.WithImageConfig(e.image), oci.WithProcessArgs(args...)}, extra...)
 	c, err := e.ctd.Client().NewContainer(ctx, id,
 		client.WithNewSnapshot(id+"-snap", e.image),
 		client.WithRuntime(r.runtime, r.opts),

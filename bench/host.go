@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"debug/buildinfo"
 	"encoding/hex"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nsiso/nsiso/testenv"
 )
 
 // containerdModule is the module whose shim library both shims are built on.
@@ -44,6 +47,9 @@ type hostFacts struct {
 	Containerd   string    `json:"containerd,omitempty"`
 	Runc         string    `json:"runc,omitempty"`
 	GoVersion    string    `json:"go_version"`
+	// Repo is the repository's commit, with "+changes" when its tree
+	// differed from it as the run began; the nsiso shim is built from it.
+	Repo string `json:"repo,omitempty"`
 }
 
 // shimBinary describes one shim executable: what containerd runs for a
@@ -51,6 +57,9 @@ type hostFacts struct {
 type shimBinary struct {
 	Runtime string `json:"runtime"`
 	Path    string `json:"path"`
+	// BuiltAt is where the binary was copied from, when the run used a
+	// copy.
+	BuiltAt string `json:"built_at,omitempty"`
 	SHA256  string `json:"sha256"`
 	// Version is the shim's own `-v` report.
 	Version string `json:"version"`
@@ -170,6 +179,48 @@ func firstField(path, key string) string {
 		}
 	}
 	return ""
+}
+
+// repoState returns "<commit>" or "<commit>+changes" for the repository
+// holding this module, or "" outside a git checkout.
+func repoState() string {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return ""
+	}
+	head, err := exec.Command("git", "-C", root, "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	s := strings.TrimSpace(string(head))
+	if out, err := exec.Command("git", "-C", root, "status", "--porcelain").Output(); err == nil && len(bytes.TrimSpace(out)) > 0 {
+		s += "+changes"
+	}
+	return s
+}
+
+// copyFile copies an executable to dst, creating dst's directory.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	return nil
 }
 
 // inspectShim reads a shim binary's build information.

@@ -47,7 +47,7 @@ type options struct {
 	n, warmup, concurrency, rounds, memContainers int
 	out, micro, runcShim, debugLog                string
 	skip                                          []string
-	check, stateTmpfs, shmBind                    bool
+	check, stateTmpfs                             bool
 }
 
 func parseFlags(args []string) (options, error) {
@@ -64,7 +64,6 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.runcShim, "runc-shim", "", "containerd-shim-runc-v2 `binary` to compare with (default: build one from this module's containerd version)")
 	fs.StringVar(&o.debugLog, "debug-log", "", "run containerd and the shims at debug level and keep the daemon log at `path`")
 	fs.BoolVar(&o.stateTmpfs, "state-tmpfs", false, "keep containerd's state (the bundles) and runc's root on a tmpfs, as on hosts whose /run is one")
-	fs.BoolVar(&o.shmBind, "shm-bind", false, "give every container a bind of one host directory as /dev/shm, so that nsiso mounts no tmpfs of its own (isolates that cost)")
 	fs.BoolVar(&o.check, "check", false, "exit 1 when a target is missed")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -132,7 +131,7 @@ func run(args []string) int {
 	res := &result{
 		Host: collectHostFacts(),
 		Params: params{N: o.n, Warmup: o.warmup, Concurrency: o.concurrency, Rounds: o.rounds,
-			MemContainers: o.memContainers, StateTmpfs: o.stateTmpfs, ShmBind: o.shmBind, Skip: o.skip},
+			MemContainers: o.memContainers, StateTmpfs: o.stateTmpfs, Skip: o.skip},
 	}
 	if err := measure(ctx, o, res); err != nil {
 		res.Error = err.Error()
@@ -188,11 +187,11 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 		}
 		nsisoDir = filepath.Join(root, "_output", "bin")
 	}
-	nsisoPath, err := filepath.Abs(filepath.Join(nsisoDir, nsisoShim))
+	built, err := filepath.Abs(filepath.Join(nsisoDir, nsisoShim))
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(nsisoPath); err != nil {
+	if _, err := os.Stat(built); err != nil {
 		return fmt.Errorf("%s not built (run `make build`): %w", nsisoShim, err)
 	}
 
@@ -201,6 +200,13 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 		return err
 	}
 	defer os.RemoveAll(scratch)
+	// Run a copy: a rebuild of the original during the run (by make in
+	// another shell) must not change the binary halfway through.
+	nsisoPath := filepath.Join(scratch, "nsiso", nsisoShim)
+	if err := copyFile(built, nsisoPath); err != nil {
+		return err
+	}
+	res.Host.Repo = repoState()
 
 	runcPath := o.runcShim
 	if runcPath == "" {
@@ -219,6 +225,7 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 	if err != nil {
 		return err
 	}
+	nb.BuiltAt = built
 	rb, err := inspectShim("runc.v2", runcPath)
 	if err != nil {
 		return err
@@ -309,13 +316,6 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 		image: image,
 		nsiso: rt{Name: "nsiso", runtime: nsisoRuntime},
 		runc:  rt{Name: "runc.v2", runtime: runcRuntime, opts: ctd.RuncOptions()},
-	}
-	if o.shmBind {
-		shm := filepath.Join(scratch, "shm")
-		if err := os.Mkdir(shm, 0o1777); err != nil {
-			return err
-		}
-		e.common = append(e.common, withShmBind(shm))
 	}
 	if err := e.verifyShims(nctx, bins); err != nil {
 		return err

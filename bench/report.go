@@ -21,7 +21,6 @@ type params struct {
 	Rounds        int      `json:"rounds"`
 	MemContainers int      `json:"memory_containers"`
 	StateTmpfs    bool     `json:"state_tmpfs"`
-	ShmBind       bool     `json:"shm_bind"`
 	Skip          []string `json:"skip,omitempty"`
 }
 
@@ -194,17 +193,18 @@ func printReport(w io.Writer, r *result) {
 	h := r.Host
 	fmt.Fprintf(w, "\nnsiso vs runc.v2 on one private containerd %s (%s snapshotter), runc %s\n", h.Containerd, h.Snapshotter, strings.TrimPrefix(h.Runc, "runc version "))
 	fmt.Fprintf(w, "%d CPUs (%s), kernel %s, cgroup %s, containerd state on %s, runc root on %s, %s\n", h.CPUs, h.CPUModel, h.Kernel, h.Cgroup, h.StateFS, h.RuncRootFS, h.Date)
-	if r.Params.ShmBind {
-		fmt.Fprintf(w, "-shm-bind: every container's /dev/shm is a bind of one host directory, so nsiso mounts no tmpfs of its own\n")
-	}
-	fmt.Fprintf(w, "load average at start %s, at end %s\n", h.LoadAvg[0], h.LoadAvg[1])
+	fmt.Fprintf(w, "repository %s, load average at start %s, at end %s\n", h.Repo, h.LoadAvg[0], h.LoadAvg[1])
 	if h.OtherDaemons[0]+h.OtherDaemons[1] > 0 {
 		fmt.Fprintf(w, "WARNING: other containerd daemons were running (%d at start, %d at end); their load is in these numbers\n", h.OtherDaemons[0], h.OtherDaemons[1])
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "shim\tbinary\tversion\tcontainerd library\tGo\tCGO_ENABLED\t-trimpath")
+	fmt.Fprintln(tw, "shim\tbinary\tsha256\tversion\tcontainerd library\tGo\tCGO_ENABLED\t-trimpath")
 	for _, s := range r.Shims {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\n", s.Runtime, s.Path, s.Version, s.ContainerdLib, s.GoVersion, s.CGOEnabled, s.Trimpath)
+		path := s.Path
+		if s.BuiltAt != "" {
+			path = s.BuiltAt
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.12s\t%s\t%s\t%s\t%s\t%v\n", s.Runtime, path, s.SHA256, s.Version, s.ContainerdLib, s.GoVersion, s.CGOEnabled, s.Trimpath)
 	}
 	tw.Flush()
 	if !r.Fair {

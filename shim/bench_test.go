@@ -159,10 +159,11 @@ func writeFile(b *testing.B, path string, data []byte) {
 }
 
 // BenchmarkPrepare is everything nsiso adds to one container on the
-// shim's side: prepare (options, config file, policy, parent pins, own
-// /dev/shm mount, config.json rewrite) and the clean-up at Delete, with a
-// fresh service per container, as each container gets a fresh shim. The
-// bundle is on each file system of benchDirs.
+// shim's side: prepare (options, config file, policy, parent pins, a
+// private container's /dev/shm mount, config.json rewrite) and the
+// clean-up at Delete, with a fresh service per container, as each
+// container gets a fresh shim. The bundle is on each file system of
+// benchDirs.
 func BenchmarkPrepare(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("prepare mounts, which needs root")
@@ -175,6 +176,7 @@ func BenchmarkPrepare(b *testing.B) {
 		ann  map[string]string
 	}{
 		{"top-level", nil},
+		{"top-level-private", map[string]string{specmod.AnnotationIPCMode: string(specmod.ModePrivate)}},
 		{"nested-share-parent", map[string]string{
 			specmod.AnnotationIPCMode: string(specmod.ModeShareParent),
 			specmod.AnnotationPIDMode: string(specmod.ModeShareParent),
