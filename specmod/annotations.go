@@ -3,6 +3,8 @@ package specmod
 import (
 	"sort"
 	"strings"
+
+	"github.com/containerd/containerd/v2/pkg/identifiers"
 )
 
 // Annotation keys a container sets in its OCI spec to choose its policy.
@@ -116,8 +118,11 @@ func ParseRequest(id string, annotations map[string]string) (Request, error) {
 			if scoped {
 				return Request{}, reject(id, k, v, "%s cannot be scoped to a container (inside a pod the parent is the sandbox)", AnnotationParent)
 			}
-			if strings.TrimSpace(v) == "" {
-				return Request{}, reject(id, k, v, "empty parent container ID")
+			if criType != "" {
+				return Request{}, reject(id, k, v, "not allowed in a Kubernetes pod: a pod's sandbox is top-level and its containers' parent is their own sandbox")
+			}
+			if err := identifiers.Validate(v); err != nil {
+				return Request{}, reject(id, k, v, "not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)")
 			}
 			if v == id {
 				return Request{}, reject(id, k, v, "a container cannot be its own parent")

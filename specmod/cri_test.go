@@ -63,6 +63,10 @@ func TestParseRequestCRI(t *testing.T) {
 			wantErr: `nsiso: container "c": nsiso/shm-size.app="1Gi": only allowed with nsiso/ipc-mode=private, got no ipc-mode`},
 		{name: "scoped parent refused", cname: "app", ann: ann2(AnnotationParent+".app", "x"),
 			wantErr: `nsiso: container "c": nsiso/parent.app="x": nsiso/parent cannot be scoped to a container (inside a pod the parent is the sandbox)`},
+		{name: "parent refused on a pod container", cname: "app", ann: ann2(AnnotationParent, "victim"),
+			wantErr: `nsiso: container "c": nsiso/parent="victim": not allowed in a Kubernetes pod: a pod's sandbox is top-level and its containers' parent is their own sandbox`},
+		{name: "parent refused on a sandbox", sandbox: true, ann: ann2(AnnotationParent, "victim"),
+			wantErr: `nsiso: container "c": nsiso/parent="victim": not allowed in a Kubernetes pod: a pod's sandbox is top-level and its containers' parent is their own sandbox`},
 		{name: "empty scope refused", cname: "app", ann: ann2(AnnotationIPCMode+".", "private"),
 			wantErr: `nsiso: container "c": nsiso/ipc-mode.="private": empty container name after "nsiso/ipc-mode."`},
 	} {

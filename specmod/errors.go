@@ -1,6 +1,9 @@
 package specmod
 
-import "fmt"
+import (
+	"fmt"
+	"unicode/utf8"
+)
 
 // Error is a create rejected by policy. It names the container, the setting
 // (an annotation key, a spec field or a config key), its value and the rule,
@@ -16,10 +19,28 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	key, value := Truncate(e.Key), Truncate(e.Value)
 	if e.Pod != "" {
-		return fmt.Sprintf("nsiso: container %q of pod %q: %s=%q: %s", e.Container, e.Pod, e.Key, e.Value, e.Reason)
+		return fmt.Sprintf("nsiso: container %q of pod %q: %s=%q: %s", Truncate(e.Container), Truncate(e.Pod), key, value, e.Reason)
 	}
-	return fmt.Sprintf("nsiso: container %q: %s=%q: %s", e.Container, e.Key, e.Value, e.Reason)
+	return fmt.Sprintf("nsiso: container %q: %s=%q: %s", Truncate(e.Container), key, value, e.Reason)
+}
+
+// MaxEcho is how many bytes of a user's value a message repeats: enough to
+// recognise it, never enough to turn one bad annotation into a log flood.
+const MaxEcho = 128
+
+// Truncate shortens s to MaxEcho bytes (on a rune boundary) with an
+// ellipsis, for messages that echo what a user wrote.
+func Truncate(s string) string {
+	if len(s) <= MaxEcho {
+		return s
+	}
+	i := MaxEcho
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // Annotations naming a CRI pod.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -241,6 +242,16 @@ func TestRewrite(t *testing.T) {
 			wantErr: `nsiso: container "c": nsiso/ipcmode="private": unknown nsiso annotation (known: nsiso/ipc-mode, nsiso/shm-size, nsiso/pid-mode, nsiso/parent, and for pods <key>.<container-name>)`},
 		{name: "own parent", policy: strict, ann: map[string]string{AnnotationParent: "c"},
 			wantErr: `nsiso: container "c": nsiso/parent="c": a container cannot be its own parent`},
+		{name: "parent path walks to another namespace", policy: strict, ann: map[string]string{AnnotationParent: "../other/victim"},
+			wantErr: `nsiso: container "c": nsiso/parent="../other/victim": not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)`},
+		{name: "parent absolute path", policy: strict, ann: map[string]string{AnnotationParent: "/etc"},
+			wantErr: `nsiso: container "c": nsiso/parent="/etc": not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)`},
+		{name: "parent dot-dot", policy: strict, ann: map[string]string{AnnotationParent: ".."},
+			wantErr: `nsiso: container "c": nsiso/parent="..": not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)`},
+		{name: "parent empty", policy: strict, ann: map[string]string{AnnotationParent: " "},
+			wantErr: `nsiso: container "c": nsiso/parent=" ": not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)`},
+		{name: "parent too long is echoed truncated", policy: strict, ann: map[string]string{AnnotationParent: strings.Repeat("a", 5000)},
+			wantErr: `nsiso: container "c": nsiso/parent="` + strings.Repeat("a", 128) + `…": not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := baseSpec()
