@@ -47,12 +47,13 @@ vet:
 # Unit tests of pure code; `go test` also runs every committed fuzz seed
 # (testdata/fuzz) and the f.Add seeds.
 unit:
-	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./examples/... ./audit/... ./cmd/nsiso/...
+	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./internal/... ./examples/... ./audit/... ./cmd/nsiso/...
 
 # Short coverage-guided fuzzing, on demand.
 fuzz:
 	$(GO) test ./specmod -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./specmod -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./specmod -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./shim -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
 
 integration: deps build

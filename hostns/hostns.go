@@ -9,6 +9,7 @@ package hostns
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -36,6 +37,12 @@ type Checker struct {
 	ns     map[specs.LinuxNamespaceType]FileID
 	shm    FileID
 	shmErr error
+	// shmMount tells whether the host's /dev/shm is a file system of its
+	// own (the usual tmpfs), so that "on its file system" means its device.
+	shmMount bool
+	// shmAbove are the directories above the host's /dev/shm (its real
+	// path's parents up to /), whose recursive binds carry it along.
+	shmAbove []FileID
 }
 
 func (h *Checker) load() {
@@ -51,6 +58,25 @@ func (h *Checker) load() {
 			}
 		}
 		h.shm, h.shmErr = Stat("/dev/shm")
+		real, err := filepath.EvalSymlinks("/dev/shm")
+		if err != nil {
+			if h.shmErr == nil {
+				h.shmErr = err
+			}
+			return
+		}
+		for dir := filepath.Dir(real); ; dir = filepath.Dir(dir) {
+			id, err := Stat(dir)
+			if err != nil {
+				h.shmErr = err
+				return
+			}
+			h.shmAbove = append(h.shmAbove, id)
+			if dir == "/" {
+				break
+			}
+		}
+		h.shmMount = h.shmErr == nil && h.shm.Dev != h.shmAbove[0].Dev
 	})
 }
 
@@ -104,4 +130,48 @@ func (h *Checker) IsHostShm(source string) (bool, error) {
 		return false, err
 	}
 	return id == h.shm, nil
+}
+
+// ExposesHostShm tells whether mounting source into a container (with its
+// submounts when recursive, as rbind does) shows the host's /dev/shm or
+// anything on its file system there. Symlinks in source are followed, as
+// the runtime follows them when it mounts.
+func (h *Checker) ExposesHostShm(source string, recursive bool) (bool, error) {
+	h.load()
+	if h.shmErr != nil {
+		return false, h.shmErr
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(source, &st); err != nil {
+		return false, fmt.Errorf("stat %s: %w", source, err)
+	}
+	id := FileID{Dev: st.Dev, Ino: st.Ino}
+	if id == h.shm || h.shmMount && id.Dev == h.shm.Dev {
+		return true, nil
+	}
+	if !h.shmMount {
+		// /dev/shm is a plain directory of the file system above it:
+		// only what lies beneath it is its content.
+		real, err := filepath.EvalSymlinks(source)
+		if err != nil {
+			return false, err
+		}
+		shm, err := filepath.EvalSymlinks("/dev/shm")
+		if err != nil {
+			return false, err
+		}
+		if strings.HasPrefix(real+"/", shm+"/") {
+			return true, nil
+		}
+		// A plain bind of a directory above it shows it too.
+		recursive = true
+	}
+	if recursive {
+		for _, above := range h.shmAbove {
+			if id == above {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }

@@ -1,9 +1,12 @@
 package hostns
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // These run in the test process's namespaces, which are the host's on a
@@ -36,5 +39,66 @@ func TestChecker(t *testing.T) {
 	}
 	if ok, err := h.IsHostShm(t.TempDir()); ok || err != nil {
 		t.Errorf("IsHostShm(tempdir) = %v, %v", ok, err)
+	}
+}
+
+// ExposesHostShm must recognise the host's /dev/shm by device and inode
+// wherever it is reached: a bind of it at another path, a file in it, a
+// symlink to it, a recursive bind of /dev; and must not flag a plain bind
+// of /dev, another tmpfs, or an ordinary directory.
+func TestExposesHostShm(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("bind mounts need root")
+	}
+	dir := t.TempDir()
+	alias := filepath.Join(dir, "alias")
+	other := filepath.Join(dir, "other")
+	for _, d := range []string{alias, other} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("/dev/shm", alias, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(alias, unix.MNT_DETACH)
+	if err := unix.Mount("other", other, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(other, unix.MNT_DETACH)
+	f, err := os.CreateTemp("/dev/shm", "nsiso-hostns-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink("/dev/shm", link); err != nil {
+		t.Fatal(err)
+	}
+	var h Checker
+	for _, tc := range []struct {
+		source    string
+		recursive bool
+		want      bool
+	}{
+		{alias, false, true},
+		{f.Name(), false, true},
+		{filepath.Join(alias, filepath.Base(f.Name())), false, true},
+		{link, false, true},
+		{"/dev", true, true},
+		{"/", true, true},
+		{"/dev", false, false},
+		{other, true, false},
+		{dir, true, false},
+		{"/proc", true, false},
+	} {
+		got, err := h.ExposesHostShm(tc.source, tc.recursive)
+		if err != nil || got != tc.want {
+			t.Errorf("ExposesHostShm(%s, recursive=%v) = %v, %v; want %v", tc.source, tc.recursive, got, err, tc.want)
+		}
+	}
+	if _, err := h.ExposesHostShm(filepath.Join(dir, "missing"), false); err == nil {
+		t.Error("want an error for a source that does not exist")
 	}
 }

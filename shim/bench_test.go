@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsiso/nsiso/hostns"
+	"github.com/nsiso/nsiso/internal/procfs"
 	"github.com/nsiso/nsiso/specmod"
 	"github.com/nsiso/nsiso/testenv"
 )
@@ -132,9 +133,11 @@ func startBenchParent(b *testing.B) benchParent {
 			b.Fatal("the stand-in parent did not bind its /dev/shm")
 		}
 	}
-	if p.start, err = procStartTime(p.pid); err != nil {
+	st, err := procfs.ReadStat(p.pid)
+	if err != nil {
 		b.Fatal(err)
 	}
+	p.start = st.StartTime
 	return p
 }
 
@@ -144,7 +147,17 @@ func (p benchParent) register(b *testing.B, id, runcRoot, bundles string) {
 	b.Helper()
 	state, _ := json.Marshal(runcState{InitProcessPid: p.pid, InitProcessStart: p.start})
 	writeFile(b, filepath.Join(runcRoot, benchNS, id, "state.json"), state)
-	cfg, _ := json.Marshal(specs.Spec{Mounts: []specs.Mount{{Destination: specmod.ShmPath, Type: "bind", Source: p.shm, Options: []string{"rbind", "rw"}}}})
+	// nsiso shares only a /dev/shm it owns: a private parent's tmpfs in
+	// its bundle's nsiso directory.
+	own := ownShmDir(filepath.Join(bundles, id))
+	if err := os.MkdirAll(own, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Mount(p.shm, own, "", unix.MS_BIND, ""); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { unix.Unmount(own, unix.MNT_DETACH) })
+	cfg, _ := json.Marshal(specs.Spec{Mounts: []specs.Mount{{Destination: specmod.ShmPath, Type: "bind", Source: own, Options: []string{"rbind", "rw"}}}})
 	writeFile(b, filepath.Join(bundles, id, "config.json"), cfg)
 }
 
@@ -243,7 +256,7 @@ func BenchmarkPrepareParts(b *testing.B) {
 		return
 	}
 	parent := startBenchParent(b)
-	tmpfs := &specs.Mount{Destination: specmod.ShmPath, Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}
+	tmpfs := &specmod.Tmpfs{Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}, Size: 64 << 20}
 	req := specmod.Request{IPC: specmod.ModeShareParent, PID: specmod.ModeShareParent, Parent: "parent", ParentKey: specmod.AnnotationParent}
 	need := specmod.Needs{IPC: true, Shm: true, PID: true}
 	for _, d := range benchDirs(b) {
@@ -266,7 +279,7 @@ func BenchmarkPrepareParts(b *testing.B) {
 		b.Run("pin-parent-and-cleanup/"+d.fs, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := pinParent(req, "child", filepath.Join(runcRoot, benchNS), bundle, need); err != nil {
+				if _, err := pinParent(req, "child", where{namespace: benchNS, runcRoot: runcRoot, bundle: bundle}, need); err != nil {
 					b.Fatal(err)
 				}
 				if err := cleanupState(bundle); err != nil {

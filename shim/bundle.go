@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nsiso/nsiso/internal/beneath"
 )
 
 // bundleSpec is a bundle's config.json with only the parts nsiso reads
@@ -28,7 +30,7 @@ func readBundleSpec(bundle string) (*bundleSpec, error) {
 		return nil, err
 	}
 	b.mode = st.Mode().Perm()
-	data, err := os.ReadFile(b.path)
+	data, err := beneath.ReadFile(bundle, "config.json", maxSpecSize)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 )
 
 // A rewrite must keep every field it does not own, including ones newer
@@ -53,22 +52,5 @@ func TestBundleSpecRoundTripKeepsUnknownFields(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("temporary files left: %v", entries)
-	}
-}
-
-func TestProcStartTime(t *testing.T) {
-	got, err := procStartTime(os.Getpid())
-	if err != nil || got == 0 {
-		t.Fatalf("procStartTime(self) = %d, %v", got, err)
-	}
-	if _, err := procStartTime(1 << 30); err == nil {
-		t.Fatal("want an error for a pid that cannot exist")
-	}
-}
-
-func TestTmpfsFlags(t *testing.T) {
-	flags, data := tmpfsFlags([]string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k", "rw"})
-	if flags != unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV || data != "mode=1777,size=65536k" {
-		t.Fatalf("got %#x %q", flags, data)
 	}
 }

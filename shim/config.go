@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/nsiso/nsiso/internal/beneath"
 	"github.com/nsiso/nsiso/specmod"
 )
 
@@ -113,9 +114,14 @@ func kindName(k reflect.Kind) string {
 	return "quoted string"
 }
 
-// LoadConfig reads the config file at path.
+// maxConfigSize bounds the config file: a path handed over in runtime
+// options must not make the shim read /dev/zero into memory.
+const maxConfigSize = 1 << 20
+
+// LoadConfig reads the config file at path, which must be a regular file
+// (a FIFO would hang every Create) of at most 1 MiB.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := beneath.ReadRegular(path, maxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("nsiso config: %w", err)
 	}

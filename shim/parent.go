@@ -7,27 +7,24 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
+	"github.com/containerd/containerd/v2/pkg/identifiers"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/nsiso/nsiso/hostns"
+	"github.com/nsiso/nsiso/internal/beneath"
+	"github.com/nsiso/nsiso/internal/procfs"
 	"github.com/nsiso/nsiso/specmod"
 )
 
-// Names under a bundle's nsiso directory. Everything nsiso mounts for a
-// container lives there, so cleanup never has to remember more than the
-// bundle.
+// Limits on what nsiso reads of a parent. runc's state.json carries the
+// container's whole libcontainer config, a config.json the whole spec; both
+// are far smaller than these on any real node.
 const (
-	stateDirName = "nsiso"
-	ownShmName   = "shm"        // the container's own /dev/shm tmpfs
-	pinIPCName   = "parent-ipc" // the parent's IPC namespace
-	pinPIDName   = "parent-pid" // the parent's PID namespace
-	pinShmName   = "parent-shm" // the parent's /dev/shm
+	maxStateSize = 8 << 20
+	maxSpecSize  = 16 << 20
 )
-
-func stateDir(bundle string) string { return filepath.Join(bundle, stateDirName) }
 
 // runcState is the part of runc's (libcontainer's) state.json nsiso reads:
 // the parent's init pid and its start time, which tells a live init from a
@@ -37,12 +34,23 @@ type runcState struct {
 	InitProcessStart uint64 `json:"init_process_start"`
 }
 
+// where is what a Create knows of the places a parent can be found: runc's
+// state root and containerd's task directory for this containerd namespace.
+type where struct {
+	namespace string
+	runcRoot  string // runc's root; its state for the namespace is below
+	bundle    string // the child's bundle
+}
+
+// taskDir is containerd's directory of the namespace's bundles: a parent's
+// bundle is a sibling of the child's.
+func (w where) taskDir() string { return filepath.Dir(w.bundle) }
+
 // parentRef is a parent container's init, held by a pidfd.
 type parentRef struct {
-	id     string
-	pid    int
-	pidfd  int
-	bundle string
+	id    string
+	pid   int
+	pidfd int
 }
 
 // parentError is a rejection naming the parent as the user named it.
@@ -51,20 +59,30 @@ func parentError(req specmod.Request, child, format string, args ...any) error {
 }
 
 // openParent finds the parent's init through runc's state in the same runc
-// root and containerd namespace the shim uses (so only a parent in the same
-// containerd namespace is found), and holds it with a pidfd after checking
-// that the pid still is that init.
-func openParent(req specmod.Request, child, runcRoot, childBundle string) (*parentRef, error) {
-	data, err := os.ReadFile(filepath.Join(runcRoot, req.Parent, "state.json"))
+// root and containerd namespace the shim uses, so only a parent in the same
+// containerd namespace is found, and holds it with a pidfd after checking
+// that the pid still is that init. The state file is opened beneath runc's
+// root without following symlinks and read through a limit; its content is
+// never echoed.
+func openParent(req specmod.Request, child string, w where) (*parentRef, error) {
+	// Both are validated before, by containerd and ParseRequest; they
+	// become path components here, so check again where it matters.
+	if err := identifiers.Validate(w.namespace); err != nil {
+		return nil, fmt.Errorf("nsiso: containerd namespace: %w", err)
+	}
+	if err := identifiers.Validate(req.Parent); err != nil {
+		return nil, parentError(req, child, "not a containerd container ID")
+	}
+	data, err := beneath.ReadFile(w.runcRoot, filepath.Join(w.namespace, req.Parent, "state.json"), maxStateSize)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, parentError(req, child, "parent container has no task in this containerd namespace (it must exist and be running)")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("nsiso: parent %q: %w", req.Parent, err)
+		return nil, parentError(req, child, "cannot read the parent's runc state: %v", err)
 	}
 	var st runcState
-	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("nsiso: parent %q: runc state: %w", req.Parent, err)
+	if json.Unmarshal(data, &st) != nil {
+		return nil, parentError(req, child, "the parent's runc state is not runc's JSON")
 	}
 	if st.InitProcessPid <= 0 {
 		return nil, parentError(req, child, "parent container is not running")
@@ -73,14 +91,12 @@ func openParent(req specmod.Request, child, runcRoot, childBundle string) (*pare
 	if err != nil {
 		return nil, parentError(req, child, "parent container is not running (init pid %d: %v)", st.InitProcessPid, err)
 	}
-	start, err := procStartTime(st.InitProcessPid)
-	if err != nil || start != st.InitProcessStart {
+	stat, err := procfs.ReadStat(st.InitProcessPid)
+	if err != nil || stat.StartTime != st.InitProcessStart {
 		unix.Close(fd)
 		return nil, parentError(req, child, "parent container is not running (its init pid %d has exited)", st.InitProcessPid)
 	}
-	// Containers of one containerd namespace are siblings under the task
-	// directory, so the parent's bundle sits next to the child's.
-	return &parentRef{id: req.Parent, pid: st.InitProcessPid, pidfd: fd, bundle: filepath.Join(filepath.Dir(childBundle), req.Parent)}, nil
+	return &parentRef{id: req.Parent, pid: st.InitProcessPid, pidfd: fd}, nil
 }
 
 func (p *parentRef) close() { unix.Close(p.pidfd) }
@@ -92,75 +108,65 @@ func (p *parentRef) alive() bool {
 	return unix.PidfdSendSignal(p.pidfd, 0, nil, 0) == nil
 }
 
-// procStartTime reads field 22 of /proc/<pid>/stat: the start time in clock
-// ticks since boot, the same value runc records as init_process_start.
-func procStartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name may contain spaces and parentheses; fields resume
-	// after the last ')'.
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 20 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
+func (p *parentRef) proc() string { return "/proc/" + strconv.Itoa(p.pid) }
 
 // pinParent pins what the child will join of its parent under the child's
-// bundle and returns the pinned paths. On error nothing stays mounted.
-func pinParent(req specmod.Request, child, runcRoot, childBundle string, need specmod.Needs) (_ specmod.Parent, retErr error) {
+// state directory and returns the pinned paths. What it mounted before an
+// error stays for the caller's cleanup, which owns the state directory.
+func pinParent(req specmod.Request, child string, w where, need specmod.Needs) (specmod.Parent, error) {
 	par := specmod.Parent{ID: req.Parent}
 	if need == (specmod.Needs{}) {
 		return par, nil
 	}
-	ref, err := openParent(req, child, runcRoot, childBundle)
+	ref, err := openParent(req, child, w)
 	if err != nil {
 		return par, err
 	}
 	defer ref.close()
 
-	dir := stateDir(childBundle)
+	dir := stateDir(w.bundle)
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return par, fmt.Errorf("nsiso: %w", err)
 	}
-	defer func() {
-		if retErr != nil {
-			cleanupState(childBundle)
-		}
-	}()
-	proc := "/proc/" + strconv.Itoa(ref.pid)
 	if need.IPC {
-		if par.IPCPath, err = pinNamespace(proc, specs.IPCNamespace, filepath.Join(dir, pinIPCName)); err != nil {
-			return par, fmt.Errorf("nsiso: pin IPC namespace of parent %q: %w", req.Parent, err)
+		if par.IPCPath, err = pinNamespace(ref, specs.IPCNamespace, filepath.Join(dir, pinIPCName)); err != nil {
+			return par, pinError(req, child, ref, "IPC namespace", err)
 		}
 	}
 	if need.PID {
-		if par.PIDPath, err = pinNamespace(proc, specs.PIDNamespace, filepath.Join(dir, pinPIDName)); err != nil {
-			return par, fmt.Errorf("nsiso: pin PID namespace of parent %q: %w", req.Parent, err)
+		if par.PIDPath, err = pinNamespace(ref, specs.PIDNamespace, filepath.Join(dir, pinPIDName)); err != nil {
+			return par, pinError(req, child, ref, "PID namespace", err)
 		}
 	}
 	if need.Shm {
-		if par.ShmPath, err = pinShm(req, child, ref, proc, filepath.Join(dir, pinShmName)); err != nil {
-			return par, err
+		if par.ShmPath, err = pinShm(req, child, ref, w, filepath.Join(dir, pinShmName)); err != nil {
+			return par, pinError(req, child, ref, "/dev/shm", err)
 		}
 	}
 	if !ref.alive() {
-		return par, parentError(req, child, "parent container exited while its namespaces were being pinned")
+		return par, parentError(req, child, "parent container exited while this container was being created")
 	}
 	return par, nil
 }
 
+// pinError reports a failed pin; a parent that died meanwhile is the
+// likely cause and the one a user can act on.
+func pinError(req specmod.Request, child string, ref *parentRef, what string, err error) error {
+	var pe *specmod.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	if !ref.alive() {
+		return parentError(req, child, "parent container exited while this container was being created")
+	}
+	return parentError(req, child, "cannot pin the parent's %s: %v", what, err)
+}
+
 // pinNamespace bind-mounts the parent's namespace file onto dst, which keeps
 // the namespace alive and identified for as long as the child needs it.
-func pinNamespace(proc string, t specs.LinuxNamespaceType, dst string) (string, error) {
-	src := filepath.Join(proc, "ns", string(t))
-	f, err := os.OpenFile(dst, os.O_CREATE|os.O_RDONLY, 0o444)
+func pinNamespace(ref *parentRef, t specs.LinuxNamespaceType, dst string) (string, error) {
+	src := filepath.Join(ref.proc(), "ns", string(t))
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_RDONLY|unix.O_NOFOLLOW, 0o444)
 	if err != nil {
 		return "", err
 	}
@@ -180,60 +186,106 @@ func pinNamespace(proc string, t specs.LinuxNamespaceType, dst string) (string, 
 
 // pinShm binds the parent's /dev/shm onto dst. A mount in another mount
 // namespace cannot be bound from outside it, so the parent's /dev/shm must
-// be a bind of a directory the host sees (nsiso's own for a private
-// container, a CRI pod's, or the host's); which one is read from the
-// parent's spec, and then checked against what the parent's init sees.
-func pinShm(req specmod.Request, child string, ref *parentRef, proc, dst string) (string, error) {
-	src, err := parentShmSource(ref.bundle)
+// be a bind of a directory the host sees; and nsiso binds only those it
+// knows to be a container's own: nsiso's tmpfs of a private parent (or the
+// pin of a parent's own parent), or the pod /dev/shm CRI made for a parent
+// sandbox. Which one the parent uses is read from its spec, opened beneath
+// its root without symlinks, and checked against what the parent's init
+// sees before and after the bind.
+func pinShm(req specmod.Request, child string, ref *parentRef, w where, dst string) (string, error) {
+	src, err := openParentShm(req, child, w)
 	if err != nil {
-		return "", fmt.Errorf("nsiso: parent %q: %w", req.Parent, err)
+		return "", err
 	}
-	if src == "" {
-		return "", parentError(req, child, "the parent's /dev/shm lives only inside its mount namespace, so it cannot be shared; start the parent with runtime io.containerd.nsiso.v1 and nsiso/ipc-mode=private, or give this container nsiso/ipc-mode=private")
+	defer src.Close()
+	want, err := fileID(src)
+	if err != nil {
+		return "", err
 	}
-	want, err := hostns.Stat(filepath.Join(proc, "root", specmod.ShmPath))
+	seen, err := parentSeesShm(ref)
 	if err != nil {
 		return "", parentError(req, child, "cannot read the parent's /dev/shm: %v", err)
 	}
-	if err := os.Mkdir(dst, 0o700); err != nil {
-		return "", fmt.Errorf("nsiso: %w", err)
+	if seen != want {
+		return "", parentError(req, child, "the parent's /dev/shm is not the one its spec binds")
 	}
-	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
-		return "", fmt.Errorf("nsiso: bind /dev/shm of parent %q from %s: %w", req.Parent, src, err)
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		return "", err
+	}
+	if err := unix.Mount(beneath.FDPath(src), dst, "", unix.MS_BIND, ""); err != nil {
+		return "", fmt.Errorf("bind %s: %w", src.Name(), err)
 	}
 	if got, err := hostns.Stat(dst); err != nil || got != want {
-		return "", parentError(req, child, "the parent's /dev/shm source %s is no longer what the parent sees", src)
+		return "", parentError(req, child, "the parent's /dev/shm changed while it was being pinned")
 	}
 	return dst, nil
 }
 
-// parentShmSource returns the host path the parent's /dev/shm binds, or ""
-// when the parent mounted its own.
-func parentShmSource(bundle string) (string, error) {
-	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+// openParentShm opens, as an O_PATH handle, the host directory the parent's
+// /dev/shm binds, refusing any source nsiso does not own.
+func openParentShm(req specmod.Request, child string, w where) (*os.File, error) {
+	data, err := beneath.ReadFile(w.taskDir(), filepath.Join(req.Parent, "config.json"), maxSpecSize)
 	if err != nil {
-		return "", err
+		return nil, parentError(req, child, "cannot read the parent's spec: %v", err)
 	}
 	var s struct {
 		Mounts []specs.Mount `json:"mounts"`
 	}
-	if err := json.Unmarshal(data, &s); err != nil {
-		return "", fmt.Errorf("%s/config.json: %w", bundle, err)
+	if json.Unmarshal(data, &s) != nil {
+		return nil, parentError(req, child, "the parent's spec is not OCI JSON")
 	}
+	src := ""
 	for i := len(s.Mounts) - 1; i >= 0; i-- {
 		m := s.Mounts[i]
-		if filepath.Clean(m.Destination) != specmod.ShmPath {
+		if filepath.Clean("/"+m.Destination) != specmod.ShmPath {
 			continue
 		}
-		if m.Type != "bind" && !hasOption(m.Options, "bind", "rbind") {
-			return "", nil
+		if m.Type == "bind" || hasOption(m.Options, "bind", "rbind") {
+			src = filepath.Clean(m.Source)
 		}
-		if !filepath.IsAbs(m.Source) {
-			return filepath.Join(bundle, m.Source), nil
-		}
-		return m.Source, nil
+		break
 	}
-	return "", nil
+	if src == "" {
+		return nil, parentError(req, child, "the parent's /dev/shm lives only inside its mount namespace, so it cannot be shared; start the parent with runtime %s and nsiso/ipc-mode=private, or give this container nsiso/ipc-mode=private", RuntimeName)
+	}
+	own := filepath.Join(w.taskDir(), req.Parent)
+	for _, name := range []string{ownShmName, pinShmName} {
+		if src == filepath.Join(stateDir(own), name) {
+			return openDir(w.taskDir(), filepath.Join(req.Parent, stateDirName, name))
+		}
+	}
+	if pod, ok := criPodShm(w, req.Parent); ok && src == filepath.Join(pod.root, pod.rel) {
+		return openDir(pod.root, pod.rel)
+	}
+	if src == specmod.HostShmSource {
+		// A parent on the host's /dev/shm: the child would share the
+		// host's, which the node's rules then judge like any other.
+		return openDir("/", "dev/shm")
+	}
+	return nil, parentError(req, child, "the parent's /dev/shm is a bind of %s, which is not the parent's own (nsiso shares only the /dev/shm it made for a private parent, a pod's, or the host's)", specmod.Truncate(src))
+}
+
+func openDir(root, rel string) (*os.File, error) {
+	return beneath.Open(root, rel, unix.O_PATH|unix.O_DIRECTORY)
+}
+
+// parentSeesShm is the /dev/shm the parent's init sees, opened through its
+// root without following a symlink the container may have put there.
+func parentSeesShm(ref *parentRef) (hostns.FileID, error) {
+	f, err := openDir(filepath.Join(ref.proc(), "root"), "dev/shm")
+	if err != nil {
+		return hostns.FileID{}, err
+	}
+	defer f.Close()
+	return fileID(f)
+}
+
+func fileID(f *os.File) (hostns.FileID, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return hostns.FileID{}, fmt.Errorf("stat %s: %w", f.Name(), err)
+	}
+	return hostns.FileID{Dev: st.Dev, Ino: st.Ino}, nil
 }
 
 func hasOption(opts []string, want ...string) bool {
@@ -245,116 +297,4 @@ func hasOption(opts []string, want ...string) bool {
 		}
 	}
 	return false
-}
-
-// mountOwnShm mounts the container's own /dev/shm tmpfs on the host, where
-// the container's spec now binds it from.
-func mountOwnShm(dir string, m *specs.Mount) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	flags, data := tmpfsFlags(m.Options)
-	if err := unix.Mount("shm", dir, "tmpfs", flags, data); err != nil {
-		return fmt.Errorf("mount /dev/shm tmpfs (%s): %w", data, err)
-	}
-	return nil
-}
-
-func ownShmDir(bundle string) string { return filepath.Join(stateDir(bundle), ownShmName) }
-
-// tmpfsFlags splits mount options into flags and tmpfs data, the way runc
-// would for the same mount.
-func tmpfsFlags(opts []string) (uintptr, string) {
-	var flags uintptr
-	var data []string
-	for _, o := range opts {
-		switch o {
-		case "nosuid":
-			flags |= unix.MS_NOSUID
-		case "nodev":
-			flags |= unix.MS_NODEV
-		case "noexec":
-			flags |= unix.MS_NOEXEC
-		case "ro":
-			flags |= unix.MS_RDONLY
-		case "rw", "":
-		default:
-			data = append(data, o)
-		}
-	}
-	return flags, strings.Join(data, ",")
-}
-
-// cleanupState unmounts everything nsiso mounted for the container of this
-// bundle and removes its directory. It is safe to call more than once.
-func cleanupState(bundle string) error {
-	dir := stateDir(bundle)
-	var errs []error
-	for _, name := range []string{pinIPCName, pinPIDName, pinShmName, ownShmName} {
-		p := filepath.Join(dir, name)
-		for {
-			err := unix.Unmount(p, unix.MNT_DETACH)
-			if err == nil {
-				continue // stacked mounts: unmount until none is left
-			}
-			if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
-			}
-			break
-		}
-	}
-	if len(errs) > 0 {
-		// Never remove what may still be a mount: a recursive removal
-		// would reach into the parent's /dev/shm.
-		return errors.Join(errs...)
-	}
-	for _, name := range []string{pinIPCName, pinPIDName, pinShmName, ownShmName, ""} {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// resizeTmpfs sets the size of the tmpfs mounted at dir (a pod's /dev/shm,
-// which containerd's CRI plugin mounts at 64Mi before the sandbox starts).
-// It refuses anything but a tmpfs mount point, so a spec can never make the
-// shim remount an arbitrary file system.
-func resizeTmpfs(dir string, size int64) error {
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err != nil {
-		return err
-	}
-	if fs.Type != unix.TMPFS_MAGIC {
-		return fmt.Errorf("%s is not a tmpfs", dir)
-	}
-	if ok, err := isMountPoint(dir); err != nil || !ok {
-		return fmt.Errorf("%s is not a mount point (%v)", dir, err)
-	}
-	// A remount resets the per-mount flags not passed in, so pass on the
-	// ones CRI set.
-	flags := uintptr(unix.MS_REMOUNT)
-	for _, f := range []struct{ st, ms uintptr }{
-		{unix.ST_NOSUID, unix.MS_NOSUID}, {unix.ST_NODEV, unix.MS_NODEV},
-		{unix.ST_NOEXEC, unix.MS_NOEXEC}, {unix.ST_RDONLY, unix.MS_RDONLY},
-	} {
-		if uintptr(fs.Flags)&f.st != 0 {
-			flags |= f.ms
-		}
-	}
-	return unix.Mount("", dir, "", flags, "size="+strconv.FormatInt(size, 10))
-}
-
-// isMountPoint tells whether dir is the root of a mount: its device differs
-// from its parent's, or it is the same inode as the parent (/).
-func isMountPoint(dir string) (bool, error) {
-	self, err := hostns.Stat(dir)
-	if err != nil {
-		return false, err
-	}
-	parent, err := hostns.Stat(filepath.Join(dir, ".."))
-	if err != nil {
-		return false, err
-	}
-	return self.Dev != parent.Dev || self.Ino == parent.Ino, nil
 }

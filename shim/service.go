@@ -74,7 +74,8 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	return resp, nil
 }
 
-// prepare does nsiso's part of a Create: options, policy, pins, spec.
+// prepare does nsiso's part of a Create: options, policy, pins, spec, and
+// the plan's mounts. What it mounted before an error is Create's to clean.
 func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (retErr error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
@@ -106,32 +107,31 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (re
 	if root == "" {
 		root = process.RuncRoot
 	}
-	parent, err := pinParent(req, r.ID, filepath.Join(root, ns), r.Bundle, specmod.ParentNeeds(&b.Spec, req))
+	w := where{namespace: ns, runcRoot: root, bundle: r.Bundle}
+	parent, err := pinParent(req, r.ID, w, specmod.ParentNeeds(&b.Spec, req))
 	if err != nil {
 		return err
 	}
-	in := specmod.Input{ID: r.ID, Request: req, Policy: opts.policy, Parent: parent, Host: &s.host}
-	if err := specmod.Rewrite(&b.Spec, in); err != nil {
-		return err
+	in := specmod.Input{
+		ID: r.ID, Request: req, Policy: opts.policy, Parent: parent, Host: &s.host,
+		Bundle: r.Bundle, OwnShmDir: ownShmDir(r.Bundle),
 	}
-	podShm, resize, err := specmod.SandboxShm(&b.Spec, in)
+	pod, isPod := criPodShm(w, r.ID)
+	if isPod && req.Sandbox {
+		in.PodShmPath = filepath.Join(pod.root, pod.rel)
+	}
+	plan, err := specmod.Rewrite(&b.Spec, in)
 	if err != nil {
 		return err
 	}
-	if resize {
-		if err := resizeTmpfs(podShm.Source, podShm.Size); err != nil {
+	if plan.PodShm != nil {
+		if err := resizePodShm(pod, plan.PodShm.Size); err != nil {
 			return fmt.Errorf("nsiso: pod sandbox %q: resize /dev/shm: %w", r.ID, err)
 		}
 	}
-	// Only a private container's /dev/shm can be shared with a child, and
-	// only from the host; every other container keeps runc's tmpfs inside
-	// it, since each host mount makes every later mount table scan (runc's,
-	// containerd's) longer on a busy node.
-	if req.IPC == specmod.ModePrivate {
-		if tmpfs := specmod.HostSideShm(&b.Spec, ownShmDir(r.Bundle)); tmpfs != nil {
-			if err := mountOwnShm(ownShmDir(r.Bundle), tmpfs); err != nil {
-				return fmt.Errorf("nsiso: container %q: %w", r.ID, err)
-			}
+	if plan.OwnShm != nil {
+		if err := mountOwnShm(in.OwnShmDir, plan.OwnShm); err != nil {
+			return fmt.Errorf("nsiso: container %q: %w", r.ID, err)
 		}
 	}
 	if err := b.write(); err != nil {

@@ -33,7 +33,8 @@ type Mode string
 
 // The modes of nsiso/ipc-mode and nsiso/pid-mode.
 const (
-	// ModeUnset keeps Mesos' legacy behaviour (see Apply).
+	// ModeUnset keeps Mesos' legacy behaviour (see the README's
+	// semantics table).
 	ModeUnset Mode = ""
 	// ModePrivate gives the container a namespace of its own.
 	ModePrivate Mode = "private"
@@ -131,6 +132,9 @@ func ParseRequest(id string, annotations map[string]string) (Request, error) {
 			return Request{}, reject(id, k, v, "unknown nsiso annotation (known: %s, %s, %s, %s, and for pods <key>.<container-name>)",
 				AnnotationIPCMode, AnnotationShmSize, AnnotationPIDMode, AnnotationParent)
 		}
+		if scoped && criType == "" {
+			return Request{}, reject(id, k, v, "a key scoped to a container by name is for Kubernetes pods, whose annotations are per pod; set %s on this container instead", base)
+		}
 		if scoped && (criType != criTypeContainer || scope != name) {
 			continue
 		}
@@ -162,8 +166,17 @@ func ParseRequest(id string, annotations map[string]string) (Request, error) {
 				"only allowed with %s=%s, got %s", AnnotationIPCMode, ModePrivate, describeMode(r.IPC))
 		}
 	}
-	if r.Parent == "" && criType == criTypeContainer {
-		r.Parent, r.ParentKey = annotations[AnnotationCRISandboxID], AnnotationCRISandboxID
+	if criType == criTypeContainer {
+		// The parent's ID becomes a path; CRI sets it, but any client can
+		// write the same annotation.
+		sb := annotations[AnnotationCRISandboxID]
+		if err := identifiers.Validate(sb); err != nil {
+			return Request{}, reject(id, AnnotationCRISandboxID, sb, "not a containerd container ID")
+		}
+		if sb == id {
+			return Request{}, reject(id, AnnotationCRISandboxID, sb, "a container cannot be its own parent")
+		}
+		r.Parent, r.ParentKey = sb, AnnotationCRISandboxID
 	}
 	return r, nil
 }

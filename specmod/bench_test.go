@@ -19,7 +19,7 @@ import (
 type benchHost struct{}
 
 func (benchHost) IsHostNamespace(specs.LinuxNamespaceType, string) (bool, error) { return false, nil }
-func (benchHost) IsHostShm(string) (bool, error)                                 { return false, nil }
+func (benchHost) ExposesHostShm(string, bool) (bool, error)                      { return false, nil }
 
 // Identifiers shaped like the ones containerd's CRI plugin generates.
 const (
@@ -165,13 +165,12 @@ func rewriteOnce(s *specs.Spec, id string, policy Policy, parent Parent) error {
 	if ParentNeeds(s, req) == (Needs{}) {
 		parent = Parent{}
 	}
-	if err := Rewrite(s, Input{ID: id, Request: req, Policy: policy, Parent: parent, Host: benchHost{}}); err != nil {
-		return err
+	in := Input{ID: id, Request: req, Policy: policy, Parent: parent, Host: benchHost{}, Bundle: benchBundle, OwnShmDir: benchBundle + "/nsiso/shm"}
+	if req.Sandbox {
+		in.PodShmPath = "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/" + benchSandboxID + "/shm"
 	}
-	if req.IPC == ModePrivate {
-		HostSideShm(s, benchBundle+"/nsiso/shm")
-	}
-	return nil
+	_, err = Rewrite(s, in)
+	return err
 }
 
 func BenchmarkRewrite(b *testing.B) {

@@ -99,28 +99,37 @@ func ann2(kv ...string) map[string]string {
 	return m
 }
 
-func TestSandboxShm(t *testing.T) {
+// The only tmpfs a plan ever resizes is the pod /dev/shm CRI made for this
+// very sandbox, and only for the sandbox's own request.
+func TestPodShmPlan(t *testing.T) {
 	const src = "/run/cri/sandboxes/sb/shm"
+	withShm := func(s *specs.Spec, source string) *specs.Spec { s.Mounts[3].Source = source; return s }
 	for _, tc := range []struct {
-		name    string
-		spec    *specs.Spec
-		policy  Policy
-		want    PodShm
-		wantOK  bool
-		wantErr string
+		name     string
+		spec     *specs.Spec
+		podShm   string // Input.PodShmPath
+		policy   Policy
+		want     *PodShm
+		wantErr  string
+		wantBind string // the sandbox's /dev/shm source afterwards
 	}{
-		{name: "no size keeps CRI's", spec: criSandbox(nil), policy: strict},
-		{name: "pod annotation", spec: criSandbox(ann2(AnnotationShmSize, "1Gi")), policy: strict, want: PodShm{src, 1 << 30}, wantOK: true},
-		{name: "node default", spec: criSandbox(nil), policy: sized, want: PodShm{src, 256 << 20}, wantOK: true},
-		{name: "annotation beats default", spec: criSandbox(ann2(AnnotationShmSize, "512Mi")), policy: sized, want: PodShm{src, 512 << 20}, wantOK: true},
-		{name: "private sandbox keeps the pod's shm", spec: criSandbox(ann2(AnnotationIPCMode, "private", AnnotationShmSize, "512Mi")), policy: sized, want: PodShm{src, 512 << 20}, wantOK: true},
-		{name: "over max", spec: criSandbox(ann2(AnnotationShmSize, "2Gi")), policy: sized,
+		{name: "no size keeps CRI's", spec: criSandbox(nil), podShm: src, policy: strict},
+		{name: "pod annotation", spec: criSandbox(ann2(AnnotationShmSize, "1Gi")), podShm: src, policy: strict, want: &PodShm{src, 1 << 30}},
+		{name: "node default", spec: criSandbox(nil), podShm: src, policy: sized, want: &PodShm{src, 256 << 20}},
+		{name: "annotation beats default", spec: criSandbox(ann2(AnnotationShmSize, "512Mi")), podShm: src, policy: sized, want: &PodShm{src, 512 << 20}},
+		{name: "private sandbox keeps the pod's shm", spec: criSandbox(ann2(AnnotationIPCMode, "private", AnnotationShmSize, "512Mi")), podShm: src, policy: sized, want: &PodShm{src, 512 << 20}},
+		{name: "over max", spec: criSandbox(ann2(AnnotationShmSize, "2Gi")), podShm: src, policy: sized,
 			wantErr: `nsiso: container "c": nsiso/shm-size="2Gi": pod /dev/shm of 2Gi is over max_container_shm_size=1Gi`},
-		{name: "a container is not resized", spec: criContainer("app", ann2(AnnotationShmSize, "1Gi")), policy: sized},
-		{name: "hostIPC pod's host shm is never resized", policy: Policy{DefaultShmSize: 1 << 30},
+		{name: "default over max is never reached", spec: criSandbox(nil), podShm: src, policy: Policy{DefaultShmSize: 1 << 30, MaxShmSize: 1 << 30}, want: &PodShm{src, 1 << 30}},
+		{name: "a container is not resized", spec: criContainer("app", ann2(AnnotationShmSize, "1Gi")), podShm: src, policy: sized},
+		{name: "sandbox label outside CRI's namespace", spec: criSandbox(ann2(AnnotationShmSize, "1Gi")), podShm: "", policy: sized},
+		{name: "sandbox label binding another tmpfs", spec: withShm(criSandbox(ann2(AnnotationShmSize, "1Gi")), "/run/victim/shm"), podShm: src, policy: lenient, wantBind: "/run/victim/shm"},
+		{name: "sandbox label binding another pod's shm", spec: withShm(criSandbox(ann2(AnnotationShmSize, "1Gi")), "/run/cri/sandboxes/other/shm"), podShm: src, policy: sized, wantBind: "/run/cri/sandboxes/other/shm"},
+		{name: "private sandbox binding another tmpfs gets its own", spec: withShm(criSandbox(ann2(AnnotationIPCMode, "private", AnnotationShmSize, "8Mi")), "/run/victim/shm"), podShm: src, policy: sized, wantBind: testOwnShm},
+		{name: "share-parent sandbox joins the host, resizes nothing", spec: criSandbox(ann2(AnnotationIPCMode, "share-parent")), podShm: src, policy: Policy{DefaultShmSize: 1 << 30}, wantBind: "/dev/shm"},
+		{name: "hostIPC pod's host shm is never resized", podShm: src, policy: Policy{DefaultShmSize: 1 << 30}, wantBind: "/dev/shm",
 			spec: func() *specs.Spec {
-				s := criSandbox(nil)
-				s.Mounts[3].Source = "/dev/shm"
+				s := withShm(criSandbox(nil), "/dev/shm")
 				_ = WithHostNamespace(specs.IPCNamespace)(s)
 				return s
 			}()},
@@ -130,22 +139,27 @@ func TestSandboxShm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			in := Input{ID: "c", Request: req, Policy: tc.policy, Parent: Parent{ID: "sb", IPCPath: pinIPC, PIDPath: pinPID, ShmPath: pinShm}, Host: fakeHost{}}
-			if err := Rewrite(tc.spec, in); err != nil {
-				t.Fatalf("rewrite: %v", err)
-			}
-			got, ok, err := SandboxShm(tc.spec, in)
+			in := Input{ID: "c", Request: req, Policy: tc.policy, Parent: Parent{ID: "sb", IPCPath: pinIPC, PIDPath: pinPID, ShmPath: pinShm},
+				Host: fakeHost{}, Bundle: testBundle, OwnShmDir: testOwnShm, PodShmPath: tc.podShm}
+			plan, err := Rewrite(tc.spec, in)
 			if tc.wantErr != "" {
 				if err == nil || err.Error() != tc.wantErr {
 					t.Fatalf("got %v\nwant %s", err, tc.wantErr)
 				}
 				return
 			}
-			if err != nil || ok != tc.wantOK || got != tc.want {
-				t.Fatalf("got %+v %v %v; want %+v %v", got, ok, err, tc.want, tc.wantOK)
+			if err != nil {
+				t.Fatalf("rewrite: %v", err)
 			}
-			if i := shmMountIndex(tc.spec); tc.wantOK && tc.spec.Mounts[i].Source != src {
-				t.Fatalf("the sandbox must keep binding the pod's /dev/shm, got %+v", tc.spec.Mounts[i])
+			if !reflect.DeepEqual(plan.PodShm, tc.want) {
+				t.Fatalf("pod shm plan %+v, want %+v", plan.PodShm, tc.want)
+			}
+			want := tc.wantBind
+			if want == "" {
+				want = src
+			}
+			if i := shmMountIndex(tc.spec); i < 0 || tc.spec.Mounts[i].Source != want {
+				t.Fatalf("/dev/shm afterwards: %+v, want a bind of %s", tc.spec.Mounts, want)
 			}
 		})
 	}

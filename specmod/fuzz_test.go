@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // FuzzParseSize checks that any accepted size is positive and that its
@@ -27,46 +29,185 @@ func FuzzParseSize(f *testing.F) {
 	})
 }
 
+// criTypes are the CRI container types a fuzzed spec may claim.
+var criTypes = []string{"", criTypeSandbox, criTypeContainer}
+
+// fuzzAnnotations builds a spec's annotations from fuzzed values.
+func fuzzAnnotations(ipc, size, pid, parent, extraKey, extraValue string, cri uint8) map[string]string {
+	ann := map[string]string{}
+	for k, v := range map[string]string{AnnotationIPCMode: ipc, AnnotationShmSize: size, AnnotationPIDMode: pid, AnnotationParent: parent} {
+		if v != "" {
+			ann[k] = v
+		}
+	}
+	if extraKey != "" {
+		ann[extraKey] = extraValue
+	}
+	if t := criTypes[int(cri)%len(criTypes)]; t != "" {
+		ann[AnnotationCRIContainerType] = t
+		ann[AnnotationCRISandboxID] = "sb"
+		ann[AnnotationCRIContainerName] = "app"
+	}
+	return ann
+}
+
 // FuzzParseRequest checks that annotation parsing never panics, that every
-// rejection is an *Error naming an nsiso key, and that accepted requests
-// obey the rules (a size only with private IPC).
+// rejection is an *Error naming the annotation at fault, and that accepted
+// requests obey the rules.
 func FuzzParseRequest(f *testing.F) {
-	f.Add("private", "256Mi", "share-parent", "p", "")
-	f.Add("share-parent", "1g", "", "", "")
-	f.Add("", "", "private", "", "nsiso/bogus")
-	f.Add("host", "0", "x", "c", "")
-	f.Fuzz(func(t *testing.T, ipc, size, pid, parent, extra string) {
-		ann := map[string]string{}
-		for k, v := range map[string]string{AnnotationIPCMode: ipc, AnnotationShmSize: size, AnnotationPIDMode: pid, AnnotationParent: parent} {
-			if v != "" {
-				ann[k] = v
-			}
-		}
-		if extra != "" {
-			ann[extra] = "v"
-		}
+	f.Add("private", "256Mi", "share-parent", "p", "", "", uint8(0))
+	f.Add("share-parent", "1g", "", "", "", "", uint8(0))
+	f.Add("", "", "private", "", "nsiso/bogus", "v", uint8(0))
+	f.Add("host", "0", "x", "c", "", "", uint8(0))
+	f.Add("", "1Gi", "", "", "", "", uint8(1))
+	f.Add("", "1Gi", "", "", "nsiso/ipc-mode.app", "private", uint8(2))
+	f.Add("", "", "", "../ns/victim", "", "", uint8(2))
+	f.Fuzz(func(t *testing.T, ipc, size, pid, parent, extraKey, extraValue string, cri uint8) {
+		ann := fuzzAnnotations(ipc, size, pid, parent, extraKey, extraValue, cri)
 		r, err := ParseRequest("c", ann)
 		if err != nil {
 			var pe *Error
-			if !errors.As(err, &pe) || !strings.HasPrefix(pe.Key, AnnotationPrefix) || pe.Container != "c" {
+			if !errors.As(err, &pe) || pe.Container != "c" {
 				t.Fatalf("rejection %v is not a well-formed *Error", err)
+			}
+			if _, ok := ann[pe.Key]; !ok {
+				t.Fatalf("rejection names %q, which is not an annotation of the spec", pe.Key)
 			}
 			return
 		}
-		if r.ShmSize != 0 && r.IPC != ModePrivate {
-			t.Fatalf("accepted size %d with ipc mode %q", r.ShmSize, r.IPC)
+		if r.ShmSize != 0 && r.IPC != ModePrivate && !(r.Sandbox && r.IPC == ModeUnset) {
+			t.Fatalf("accepted size %d with ipc mode %q (sandbox %v)", r.ShmSize, r.IPC, r.Sandbox)
 		}
 		if r.Parent == "c" {
 			t.Fatal("accepted a container as its own parent")
 		}
+		if r.Parent != "" && !validID(r.Parent) {
+			t.Fatalf("accepted parent %q, which is no containerd identifier", r.Parent)
+		}
+		if ann[AnnotationCRIContainerType] != "" && r.Parent != "" && r.ParentKey != AnnotationCRISandboxID {
+			t.Fatalf("a pod's container got parent %q from %s", r.Parent, r.ParentKey)
+		}
+	})
+}
+
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > 76 {
+		return false
+	}
+	for i, c := range s {
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		sep := c == '.' || c == '_' || c == '-'
+		if !alnum && !(sep && i > 0 && i < len(s)-1 && !isSep(s[i-1])) {
+			return false
+		}
+	}
+	return true
+}
+
+func isSep(c byte) bool { return c == '.' || c == '_' || c == '-' }
+
+// parseMounts reads fuzzed mounts, one per line: destination|type|source|
+// comma-separated options.
+func parseMounts(text string) []specs.Mount {
+	var out []specs.Mount
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.SplitN(line, "|", 4)
+		if len(f) < 3 {
+			continue
+		}
+		m := specs.Mount{Destination: f[0], Type: f[1], Source: f[2]}
+		if len(f) == 4 && f[3] != "" {
+			m.Options = strings.Split(f[3], ",")
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+const fuzzMax = 1 << 30
+
+// FuzzRewrite runs the engine on fuzzed mount lists and annotations under
+// the node's strictest rules with a cap, and checks the invariants nsiso
+// promises on whatever it accepts: no mount shows the host's /dev/shm, no
+// namespace is the host's, every /dev/shm tmpfs has a byte size within the
+// cap, and only this sandbox's own pod /dev/shm is ever resized.
+func FuzzRewrite(f *testing.F) {
+	f.Add("/dev/shm|tmpfs|shm|nosuid,size=65536k", "private", "", "", uint8(0), "/")
+	f.Add("/dev/shm|tmpfs|shm|size=0", "", "", "", uint8(0), "rootfs")
+	f.Add("dev/shm|bind|/dev/shm|rbind", "", "", "", uint8(0), "rootfs")
+	f.Add("/run/shm|bind|/dev/shm|rbind\n/x|bind|/dev|rbind", "", "", "", uint8(0), "rootfs")
+	f.Add("/dev/shm|bind|/run/cri/sandboxes/sb/shm|rbind,ro", "", "1Gi", "", uint8(1), "rootfs")
+	f.Add("/dev/shm|bind|/run/victim/shm|rbind", "", "1Gi", "", uint8(1), "rootfs")
+	f.Add("/dev/shm|tmpfs|shm|size=50%", "private", "", "", uint8(0), "rootfs")
+	f.Add("/dev/shm|tmpfs|shm|nr_blocks=999999999", "", "", "", uint8(0), "rootfs")
+	f.Add("/o|overlay|overlay|lowerdir=/a:/dev/shm/f,upperdir=/u", "", "", "share-parent", uint8(0), "rootfs")
+	f.Fuzz(func(t *testing.T, mounts, ipc, size, pid string, cri uint8, root string) {
 		s := baseSpec()
-		s.Annotations = ann
-		par := Parent{ID: r.Parent, IPCPath: pinIPC, PIDPath: pinPID, ShmPath: pinShm}
-		if err := Rewrite(s, Input{ID: "c", Request: r, Policy: strict, Parent: par, Host: fakeHost{}}); err != nil {
+		s.Root.Path = root
+		s.Mounts = parseMounts(mounts)
+		s.Annotations = fuzzAnnotations(ipc, size, pid, "", "", "", cri)
+		r, err := ParseRequest("c", s.Annotations)
+		if err != nil {
+			return
+		}
+		policy := Policy{DisallowHostIPC: true, DisallowHostPID: true, MaxShmSize: fuzzMax}
+		in := Input{ID: "c", Request: r, Policy: policy, Host: fakeHost{}, Bundle: testBundle, OwnShmDir: testOwnShm,
+			Parent: Parent{ID: r.Parent, IPCPath: pinIPC, PIDPath: pinPID, ShmPath: pinShm}}
+		if r.Sandbox {
+			in.PodShmPath = "/run/cri/sandboxes/sb/shm"
+		}
+		plan, err := Rewrite(s, in)
+		if err != nil {
 			var pe *Error
 			if !errors.As(err, &pe) {
 				t.Fatalf("Rewrite error %v is not an *Error", err)
 			}
+			return
 		}
+		checkInvariants(t, s, in, plan)
 	})
+}
+
+func checkInvariants(t *testing.T, s *specs.Spec, in Input, plan Plan) {
+	t.Helper()
+	for _, ty := range []specs.LinuxNamespaceType{specs.IPCNamespace, specs.PIDNamespace} {
+		if host, err := isHostNS(s, fakeHost{}, ty); host || err != nil {
+			t.Fatalf("accepted a spec in the host's %s namespace (%v): %+v", ty, err, s.Linux.Namespaces)
+		}
+	}
+	shm := shmMountIndex(s)
+	if shm < 0 && s.Root != nil && (s.Root.Path == "/" || strings.Trim(s.Root.Path, "/") == "") {
+		t.Fatalf("accepted a container on the host's root without a /dev/shm of its own")
+	}
+	for i, m := range s.Mounts {
+		if plan.OwnShm != nil && i == shm {
+			if m.Source != in.OwnShmDir || !isBind(m) {
+				t.Fatalf("own /dev/shm planned but the spec's /dev/shm is %+v", m)
+			}
+			continue
+		}
+		for _, src := range mountSources(m, in.Bundle) {
+			if host, err := (fakeHost{}).ExposesHostShm(src.path, src.recursive); host || err != nil {
+				t.Fatalf("accepted mount %+v exposing the host's /dev/shm (%v)", m, err)
+			}
+		}
+		if mountDest(m) == ShmPath && isTmpfs(m) {
+			v, ok := optionValue(m.Options, "size=")
+			n, parsed := parseTmpfsSize(v)
+			if !ok || !parsed || n <= 0 || n > fuzzMax {
+				t.Fatalf("accepted /dev/shm tmpfs %q outside the cap", m.Options)
+			}
+			if _, ok := optionValue(m.Options, "nr_blocks="); ok {
+				t.Fatalf("accepted /dev/shm tmpfs sized in blocks: %q", m.Options)
+			}
+		}
+	}
+	if plan.OwnShm != nil && (plan.OwnShm.Size <= 0 || plan.OwnShm.Size > fuzzMax) {
+		t.Fatalf("own /dev/shm of %d bytes outside the cap", plan.OwnShm.Size)
+	}
+	if p := plan.PodShm; p != nil {
+		if !in.Request.Sandbox || p.Path != in.PodShmPath || p.Size <= 0 || p.Size > fuzzMax {
+			t.Fatalf("resize %+v of a pod /dev/shm that is not this sandbox's own within the cap", p)
+		}
+	}
 }

@@ -126,11 +126,18 @@ func WithShmBind(source string) Opt {
 // the container sees), or -1.
 func shmMountIndex(s *specs.Spec) int {
 	for i := len(s.Mounts) - 1; i >= 0; i-- {
-		if path.Clean(s.Mounts[i].Destination) == ShmPath {
+		if mountDest(s.Mounts[i]) == ShmPath {
 			return i
 		}
 	}
 	return -1
+}
+
+// mountDest is where a mount lands in the container: runc takes a relative
+// destination as relative to the container's root, so "dev/shm" and
+// "/dev/../dev/shm" are both /dev/shm.
+func mountDest(m specs.Mount) string {
+	return path.Clean("/" + m.Destination)
 }
 
 // insertShmMount puts m right after the /dev mount, since a mount on /dev
@@ -138,7 +145,7 @@ func shmMountIndex(s *specs.Spec) int {
 func insertShmMount(s *specs.Spec, m specs.Mount) {
 	at := len(s.Mounts)
 	for i := range s.Mounts {
-		if path.Clean(s.Mounts[i].Destination) == "/dev" {
+		if mountDest(s.Mounts[i]) == "/dev" {
 			at = i + 1
 		}
 	}
@@ -195,19 +202,22 @@ func namespace(s *specs.Spec, t specs.LinuxNamespaceType) (specs.LinuxNamespace,
 	return specs.LinuxNamespace{}, false
 }
 
-// HostSideShm moves a container's own /dev/shm tmpfs out of the container:
-// the caller mounts the returned tmpfs at dir on the host and the container
-// binds dir. A tmpfs mounted by runc lives only in the container's mount
-// namespace, where no other container can bind it; one on the host can be
-// shared with a child (share-parent), as Mesos and Docker's "shareable" IPC
-// mode do. It returns nil when the container has no tmpfs of its own.
-func HostSideShm(s *specs.Spec, dir string) *specs.Mount {
+// moveShmToHost moves a container's own /dev/shm tmpfs out of the
+// container: the shim mounts the returned tmpfs at dir on the host and the
+// container binds dir. A tmpfs mounted by runc lives only in the
+// container's mount namespace, where no other container can bind it; one
+// on the host can be shared with a child (share-parent), as Mesos and
+// Docker's "shareable" IPC mode do. It returns nil when the container has
+// no tmpfs of its own.
+func moveShmToHost(s *specs.Spec, dir string) *Tmpfs {
 	i := shmMountIndex(s)
 	if i < 0 || !isTmpfs(s.Mounts[i]) {
 		return nil
 	}
-	m := s.Mounts[i]
-	m.Options = append([]string(nil), m.Options...)
+	t := &Tmpfs{Options: append([]string(nil), s.Mounts[i].Options...)}
+	if v, ok := optionValue(t.Options, "size="); ok {
+		t.Size, _ = parseTmpfsSize(v)
+	}
 	s.Mounts[i] = specs.Mount{Destination: ShmPath, Type: "bind", Source: dir, Options: append([]string(nil), shmBindOptions...)}
-	return &m
+	return t
 }

@@ -3,6 +3,7 @@ package specmod
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -46,6 +47,9 @@ const (
 	hostPinPID   = "/b/grandchild/nsiso/pid"
 	hostPinShm   = "/b/grandchild/nsiso/shm"
 	brokenNSPath = "/proc/999/ns/ipc"
+	brokenShm    = "/gone"
+	testBundle   = "/b/c"
+	testOwnShm   = "/b/c/nsiso/shm"
 )
 
 type fakeHost struct{}
@@ -60,8 +64,18 @@ func (fakeHost) IsHostNamespace(t specs.LinuxNamespaceType, p string) (bool, err
 	return false, nil
 }
 
-func (fakeHost) IsHostShm(p string) (bool, error) {
-	return p == "/dev/shm" || p == hostPinShm, nil
+// ExposesHostShm knows the host's /dev/shm, a file in it, the directories
+// above it, a pin of a parent that shares it, and a source it cannot stat.
+func (fakeHost) ExposesHostShm(p string, recursive bool) (bool, error) {
+	switch p {
+	case "/dev/shm", "/dev/shm/f", hostPinShm:
+		return true, nil
+	case "/dev", "/":
+		return recursive, nil
+	case brokenShm:
+		return false, errors.New("stat /gone: no such file or directory")
+	}
+	return false, nil
 }
 
 var (
@@ -280,12 +294,29 @@ func TestRewrite(t *testing.T) {
 	}
 }
 
+// rewrite runs the engine as the shim does and, where the plan mounts the
+// container's own /dev/shm on the host, puts that tmpfs back in the spec
+// in place of its bind, so expectations read as what the container gets.
 func rewrite(s *specs.Spec, id string, p Policy, parent Parent) error {
 	req, err := ParseRequest(id, s.Annotations)
 	if err != nil {
 		return err
 	}
-	return Rewrite(s, Input{ID: id, Request: req, Policy: p, Parent: parent, Host: fakeHost{}})
+	plan, err := Rewrite(s, Input{ID: id, Request: req, Policy: p, Parent: parent, Host: fakeHost{}, Bundle: testBundle, OwnShmDir: testOwnShm})
+	if err != nil {
+		return err
+	}
+	if plan.OwnShm != nil {
+		i := shmMountIndex(s)
+		if i < 0 || !reflect.DeepEqual(s.Mounts[i], shmBind(testOwnShm)) {
+			return fmt.Errorf("plan mounts own /dev/shm but the spec does not bind it: %+v", s.Mounts)
+		}
+		s.Mounts[i] = specs.Mount{Destination: ShmPath, Type: "tmpfs", Source: "shm", Options: plan.OwnShm.Options}
+	}
+	if plan.PodShm != nil {
+		return fmt.Errorf("unexpected pod /dev/shm resize %+v", plan.PodShm)
+	}
+	return nil
 }
 
 func TestRejectionsAreErrors(t *testing.T) {
@@ -346,19 +377,4 @@ func dump(t *testing.T, s *specs.Spec) string {
 		Mounts any
 	}{s.Linux.Namespaces, s.Mounts}, "", " ")
 	return string(b)
-}
-
-func TestHostSideShm(t *testing.T) {
-	s := baseSpec()
-	m := HostSideShm(s, "/b/c/nsiso/shm")
-	want := shmTmpfs("65536k")
-	if m == nil || !reflect.DeepEqual(*m, want) {
-		t.Fatalf("tmpfs: got %+v want %+v", m, want)
-	}
-	if got := s.Mounts[3]; !reflect.DeepEqual(got, shmBind("/b/c/nsiso/shm")) {
-		t.Fatalf("spec mount: got %+v", got)
-	}
-	if m := HostSideShm(s, "/elsewhere"); m != nil {
-		t.Fatalf("a bind must stay: got %+v", m)
-	}
 }

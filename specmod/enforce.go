@@ -1,0 +1,217 @@
+package specmod
+
+import (
+	"fmt"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// capShmSize holds every tmpfs the container sees at /dev/shm to
+// max_container_shm_size, whoever wrote it: one with a byte size over the
+// cap is refused, one without a size (or size=0, which tmpfs reads as
+// unlimited) is given the cap, and sizes the cap cannot be checked against
+// without reading the node's memory (a percentage, nr_blocks) are refused.
+func capShmSize(s *specs.Spec, in Input, d decision) error {
+	max := in.Policy.MaxShmSize
+	if max == 0 {
+		return nil
+	}
+	for i := range s.Mounts {
+		m := &s.Mounts[i]
+		if mountDest(*m) != ShmPath || !isTmpfs(*m) {
+			continue
+		}
+		c := cause{"mounts./dev/shm.options", "", ""}
+		if d.shmSize != nil && i == shmMountIndex(s) {
+			c = *d.shmSize
+		}
+		if v, ok := optionValue(m.Options, "nr_blocks="); ok {
+			return reject(in.ID, "mounts./dev/shm.options", "nr_blocks="+v, "a tmpfs sized in blocks cannot be checked against %s=%s; give size= in bytes", RuleMaxShmSize, FormatSize(max))
+		}
+		v, ok := optionValue(m.Options, "size=")
+		if !ok {
+			m.Options = setOption(m.Options, "size=", "size="+strconv.FormatInt(max, 10))
+			continue
+		}
+		if c.value == "" {
+			c.value = "size=" + v
+		}
+		if strings.HasSuffix(v, "%") {
+			return reject(in.ID, c.key, c.value, "a /dev/shm sized in percent of memory cannot be checked against %s=%s; give a size in bytes", RuleMaxShmSize, FormatSize(max))
+		}
+		size, ok := parseTmpfsSize(v)
+		if !ok {
+			return reject(in.ID, c.key, c.value, "not a tmpfs size")
+		}
+		if size == 0 {
+			m.Options = setOption(m.Options, "size=", "size="+strconv.FormatInt(max, 10))
+			continue
+		}
+		if size > max {
+			return reject(in.ID, c.key, c.value, "/dev/shm of %s is over %s=%s", FormatSize(size), RuleMaxShmSize, FormatSize(max))
+		}
+	}
+	return nil
+}
+
+// enforce checks the final spec, whatever produced it: the node's rules hold
+// for every client (ctr, nerdctl, CRI) and for every chain of parents. Each
+// rule is one function, as in runc's config validation.
+func enforce(s *specs.Spec, in Input, d decision, p Plan) error {
+	if in.Policy.DisallowHostIPC {
+		if err := checkHostNamespace(s, in, specs.IPCNamespace, d.ipc, RuleDisallowHostIPC); err != nil {
+			return err
+		}
+		if err := checkHostShm(s, in, d, p); err != nil {
+			return err
+		}
+	}
+	if in.Policy.DisallowHostPID {
+		if err := checkHostNamespace(s, in, specs.PIDNamespace, d.pid, RuleDisallowHostPID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkHostNamespace refuses a spec whose namespace of type t is the host's:
+// no entry for it, or a path to the host's namespace.
+func checkHostNamespace(s *specs.Spec, in Input, t specs.LinuxNamespaceType, c cause, rule string) error {
+	kind := strings.ToUpper(string(t))
+	host, err := isHostNS(s, in.Host, t)
+	if err != nil {
+		return reject(in.ID, c.key, c.value, "cannot tell whether this is the host's %s namespace (%v); refused because of %s=true", kind, err, rule)
+	}
+	if host {
+		return reject(in.ID, c.key, c.value, "%s the host's %s namespace, forbidden by %s=true", sharesWhy(c), kind, rule)
+	}
+	return nil
+}
+
+// checkHostShm refuses a spec that would show the host's /dev/shm (POSIX
+// shared memory, which an IPC namespace does not separate) anywhere in the
+// container: at /dev/shm or any other destination, through a bind of it,
+// of anything on its file system, or a recursive bind of a directory above
+// it, and through the container's root.
+func checkHostShm(s *specs.Spec, in Input, d decision, p Plan) error {
+	if in.Host == nil {
+		return fmt.Errorf("specmod: no host checker")
+	}
+	shm := shmMountIndex(s)
+	if shm < 0 && s.Root != nil && path.Clean(s.Root.Path) == "/" {
+		return reject(in.ID, d.shm.key, d.shm.value, "%s the host's /dev/shm, forbidden by %s=true", sharesWhy(d.shm), RuleDisallowHostIPC)
+	}
+	if s.Root != nil && path.Clean(s.Root.Path) != "/" {
+		root := hostPath(in.Bundle, s.Root.Path)
+		host, err := in.Host.ExposesHostShm(root, true)
+		if err != nil {
+			return reject(in.ID, "root.path", s.Root.Path, "cannot tell whether the container's root shows the host's /dev/shm (%v); refused because of %s=true", err, RuleDisallowHostIPC)
+		}
+		if host {
+			return reject(in.ID, "root.path", s.Root.Path, "shows the host's /dev/shm, forbidden by %s=true", RuleDisallowHostIPC)
+		}
+	}
+	for i, m := range s.Mounts {
+		if p.OwnShm != nil && i == shm {
+			continue // the tmpfs nsiso mounts for this container
+		}
+		for _, src := range mountSources(m, in.Bundle) {
+			c := cause{"mounts." + mountDest(m) + "." + src.field, src.value, ""}
+			if i == shm {
+				c = d.shm
+			}
+			host, err := in.Host.ExposesHostShm(src.path, src.recursive)
+			if err != nil {
+				return reject(in.ID, c.key, c.value, "cannot tell whether %s is the host's /dev/shm (%v); refused because of %s=true", src.path, err, RuleDisallowHostIPC)
+			}
+			if host {
+				return reject(in.ID, c.key, c.value, "%s the host's /dev/shm, forbidden by %s=true", sharesWhy(c), RuleDisallowHostIPC)
+			}
+		}
+	}
+	return nil
+}
+
+func sharesWhy(c cause) string {
+	if c.why == "" {
+		return "shares"
+	}
+	return "shares (" + c.why + ")"
+}
+
+func isHostNS(s *specs.Spec, h HostChecker, t specs.LinuxNamespaceType) (bool, error) {
+	ns, ok := namespace(s, t)
+	if !ok {
+		return true, nil
+	}
+	if ns.Path == "" {
+		return false, nil
+	}
+	if h == nil {
+		return false, fmt.Errorf("no host checker")
+	}
+	return h.IsHostNamespace(t, ns.Path)
+}
+
+// source is a host path a mount shows inside the container.
+type source struct {
+	path      string
+	recursive bool
+	// field and value name it in the spec, for messages.
+	field, value string
+}
+
+// mountSources lists the host paths a mount shows in the container: a
+// bind's source (relative to the bundle, as runc resolves it; its
+// submounts too for rbind), and an overlay's layers. Other mounts (tmpfs,
+// proc, sysfs, devpts, mqueue, cgroup) show no host path.
+func mountSources(m specs.Mount, bundle string) []source {
+	if isBind(m) {
+		return []source{{hostPath(bundle, m.Source), hasOption(m.Options, "rbind"), "source", m.Source}}
+	}
+	if m.Type != "overlay" {
+		return nil
+	}
+	var out []source
+	for _, o := range m.Options {
+		k, v, ok := strings.Cut(o, "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "lowerdir":
+			for _, l := range strings.Split(v, ":") {
+				if l != "" {
+					out = append(out, source{hostPath(bundle, l), false, "options", o})
+				}
+			}
+		case "upperdir", "workdir":
+			out = append(out, source{hostPath(bundle, v), false, "options", o})
+		}
+	}
+	return out
+}
+
+// hostPath is where runc finds a spec path on the host: relative paths are
+// relative to the bundle.
+func hostPath(bundle, p string) string {
+	if filepath.IsAbs(p) || bundle == "" {
+		return p
+	}
+	return filepath.Join(bundle, p)
+}
+
+func hasOption(opts []string, want ...string) bool {
+	for _, o := range opts {
+		for _, w := range want {
+			if o == w {
+				return true
+			}
+		}
+	}
+	return false
+}
