@@ -113,7 +113,16 @@ func (c *criSuite) boot(s *suite) error {
   sandbox = %q
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
   Root = %q
-`, criPauseImage, c.runcRoot)
+# Only a cap, no default: every /dev/shm a pod's container owns must
+# still be held to it.
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nsiso-maxonly]
+  runtime_type = "io.containerd.nsiso.v1"
+  pod_annotations = ["nsiso/*"]
+  container_annotations = ["nsiso/*"]
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nsiso-maxonly.options]
+    max_container_shm_size = "96Mi"
+    root = %q
+`, criPauseImage, c.runcRoot, c.runcRoot)
 
 	c.ctd, err = testenv.StartContainerd(ctx, testenv.Options{
 		Binary:      deps.Containerd,

@@ -10,23 +10,22 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// capShmSize holds every tmpfs the container sees at /dev/shm to
+// capShmSize holds the tmpfs the container sees at /dev/shm to
 // max_container_shm_size, whoever wrote it: one with a byte size over the
 // cap is refused, one without a size (or size=0, which tmpfs reads as
 // unlimited) is given the cap, and sizes the cap cannot be checked against
 // without reading the node's memory (a percentage, nr_blocks) are refused.
+// A tmpfs that a later mount on /dev/shm covers is left alone: nothing in
+// the container can reach it to fill it.
 func capShmSize(s *specs.Spec, in Input, d decision) error {
 	max := in.Policy.MaxShmSize
 	if max == 0 {
 		return nil
 	}
-	for i := range s.Mounts {
+	if i := shmMountIndex(s); i >= 0 && isTmpfs(s.Mounts[i]) {
 		m := &s.Mounts[i]
-		if mountDest(*m) != ShmPath || !isTmpfs(*m) {
-			continue
-		}
 		c := cause{"mounts./dev/shm.options", "", ""}
-		if d.shmSize != nil && i == shmMountIndex(s) {
+		if d.shmSize != nil {
 			c = *d.shmSize
 		}
 		if v, ok := optionValue(m.Options, "nr_blocks="); ok {
@@ -35,7 +34,7 @@ func capShmSize(s *specs.Spec, in Input, d decision) error {
 		v, ok := optionValue(m.Options, "size=")
 		if !ok {
 			m.Options = setOption(m.Options, "size=", "size="+strconv.FormatInt(max, 10))
-			continue
+			return nil
 		}
 		if c.value == "" {
 			c.value = "size=" + v
@@ -49,7 +48,7 @@ func capShmSize(s *specs.Spec, in Input, d decision) error {
 		}
 		if size == 0 {
 			m.Options = setOption(m.Options, "size=", "size="+strconv.FormatInt(max, 10))
-			continue
+			return nil
 		}
 		if size > max {
 			return reject(in.ID, c.key, c.value, "/dev/shm of %s is over %s=%s", FormatSize(size), RuleMaxShmSize, FormatSize(max))

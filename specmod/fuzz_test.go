@@ -191,7 +191,7 @@ func checkInvariants(t *testing.T, s *specs.Spec, in Input, plan Plan) {
 				t.Fatalf("accepted mount %+v exposing the host's /dev/shm (%v)", m, err)
 			}
 		}
-		if mountDest(m) == ShmPath && isTmpfs(m) {
+		if i == shm && isTmpfs(m) {
 			v, ok := optionValue(m.Options, "size=")
 			n, parsed := parseTmpfsSize(v)
 			if !ok || !parsed || n <= 0 || n > fuzzMax {
