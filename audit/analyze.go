@@ -11,7 +11,10 @@ import (
 const (
 	ModeHost    = "host"
 	ModePrivate = "private"
-	ModeStopped = "stopped"
+	// ModeUnknown is a container without a live task whose spec could not
+	// be read, or names a namespace path that does not exist now (such a
+	// container cannot start as it is).
+	ModeUnknown = "unknown"
 )
 
 // Values of Record.ShmSource other than "container:…".
@@ -19,6 +22,18 @@ const (
 	ShmOwn  = "own"
 	ShmHost = "host"
 	ShmNone = "none"
+	// ShmUnknown is a container without a live task whose spec could not
+	// be read, or binds a path that does not exist now.
+	ShmUnknown = "unknown"
+)
+
+// Values of Record.Source: where a record's modes come from.
+const (
+	// SourceKernel: the live init's namespaces and /dev/shm.
+	SourceKernel = "kernel"
+	// SourceSpec: the container's OCI spec, for a container without a
+	// live task; what starting it would do.
+	SourceSpec = "spec"
 )
 
 // Host is the host's side of every comparison.
@@ -36,7 +51,7 @@ type Facts struct {
 	// Status is containerd's task status, "stopped" without a task.
 	Status string
 	// Live is true when the fields below were read from a live init
-	// process; a container without one is reported as stopped.
+	// process; a container without one is reported by its spec (Spec).
 	Live bool
 	Pid  uint32
 	IPC  hostns.FileID
@@ -55,6 +70,11 @@ type Facts struct {
 	// OCI spec asks for a new namespace without naming a parent container
 	// (see CreatesNamespace).
 	SpecCreatesIPC, SpecCreatesPID bool
+	// Spec is what the spec of a container without a live task asks for;
+	// nil when it is live or its spec could not be read.
+	Spec *SpecFacts
+	// Pod is the Kubernetes pod the container belongs to, if any.
+	Pod Pod
 }
 
 // Record is one container's line of the report; the JSON field names are
@@ -71,6 +91,26 @@ type Record struct {
 	IPCNamespace uint64 `json:"ipcNamespace"`
 	PIDNamespace uint64 `json:"pidNamespace"`
 	Status       string `json:"status"`
+	// Source is SourceKernel or SourceSpec.
+	Source string `json:"source"`
+	// The Kubernetes pod, from CRI's annotations and labels; empty outside
+	// a pod. ContainerName is empty and Sandbox true for the pod's sandbox.
+	PodNamespace  string `json:"podNamespace"`
+	PodName       string `json:"podName"`
+	ContainerName string `json:"containerName"`
+	Sandbox       bool   `json:"sandbox"`
+}
+
+// Pod is the record's Kubernetes pod.
+func (r Record) Pod() Pod {
+	p := Pod{Namespace: r.PodNamespace, Name: r.PodName, Container: r.ContainerName}
+	switch {
+	case r.Sandbox:
+		p.Kind = KindSandbox
+	case !p.IsZero():
+		p.Kind = KindContainer
+	}
+	return p
 }
 
 // OwnerName is how a container refers to the owner of a namespace or
@@ -100,6 +140,10 @@ func OwnerName(fromNamespace, ownerNamespace, ownerID string) string {
 // lowest namespace/ID. A /dev/shm shared by several containers is owned by
 // one that owns its IPC namespace (or has one of its own), chosen the same
 // way among them, else among all.
+//
+// A container without a live task is described by what its spec asks for
+// (Facts.Spec; see specMode and specShm), named against the live ones; it
+// never owns anything.
 func Analyze(host Host, facts []Facts) []Record {
 	fs := slices.Clone(facts)
 	slices.SortFunc(fs, func(a, b Facts) int {
@@ -114,15 +158,13 @@ func Analyze(host Host, facts []Facts) []Record {
 	recs := make([]Record, len(fs))
 	for i := range fs {
 		f := &fs[i]
-		r := Record{Namespace: f.Namespace, ID: f.ID, Runtime: f.Runtime, Status: f.Status}
-		if !f.Live {
-			r.IPCMode, r.PIDMode = ModeStopped, ModeStopped
-			recs[i] = r
-			continue
+		r := Record{Namespace: f.Namespace, ID: f.ID, Runtime: f.Runtime, Status: f.Status, Source: SourceKernel,
+			PodNamespace: f.Pod.Namespace, PodName: f.Pod.Name, ContainerName: f.Pod.Container, Sandbox: f.Pod.Kind == KindSandbox}
+		if f.Live {
+			r.Pid, r.IPCNamespace, r.PIDNamespace = f.Pid, f.IPC.Ino, f.PID.Ino
+			r.IPCMode = mode(fs, i, f.IPC, host.IPC, ipcOwner)
+			r.PIDMode = mode(fs, i, f.PID, host.PID, pidOwner)
 		}
-		r.Pid, r.IPCNamespace, r.PIDNamespace = f.Pid, f.IPC.Ino, f.PID.Ino
-		r.IPCMode = mode(fs, i, f.IPC, host.IPC, ipcOwner)
-		r.PIDMode = mode(fs, i, f.PID, host.PID, pidOwner)
 		recs[i] = r
 	}
 
@@ -143,8 +185,10 @@ func Analyze(host Host, facts []Facts) []Record {
 			shmGroups[f.ShmDev] = append(shmGroups[f.ShmDev], i)
 		}
 	}
-	for _, members := range shmGroups {
+	shmOwner := map[uint64]int{}
+	for dev, members := range shmGroups {
 		o := pick(fs, members, func(i int) bool { return recs[i].IPCMode == ModePrivate })
+		shmOwner[dev] = o
 		for _, i := range members {
 			if i == o {
 				recs[i].ShmSource = ShmOwn
@@ -153,11 +197,97 @@ func Analyze(host Host, facts []Facts) []Record {
 			}
 		}
 	}
+
+	live := map[[2]string]bool{}
+	for i := range fs {
+		if fs[i].Live {
+			live[[2]string{fs[i].Namespace, fs[i].ID}] = true
+		}
+	}
+	for i := range fs {
+		f := &fs[i]
+		if f.Live {
+			continue
+		}
+		r := &recs[i]
+		r.Source = SourceSpec
+		if f.Spec == nil {
+			r.IPCMode, r.PIDMode, r.ShmSource = ModeUnknown, ModeUnknown, ShmUnknown
+			continue
+		}
+		parentLive := f.Spec.Parent != "" && live[[2]string{f.Namespace, f.Spec.Parent}]
+		r.IPCMode = specMode(fs, f, f.Spec.IPC, host.IPC, ipcOwner, parentLive)
+		r.PIDMode = specMode(fs, f, f.Spec.PID, host.PID, pidOwner, parentLive)
+		r.ShmSource = specShm(fs, f, host, shmOwner, parentLive)
+	}
 	return recs
 }
 
-// owners maps each namespace shared by more than one live container (other
-// than the host's) to the index of its owner in fs.
+// specMode is the IpcMode or PidMode of a container without a live task,
+// from what its spec asks for.
+func specMode(fs []Facts, f *Facts, n SpecNS, hostNS hostns.FileID, owner map[hostns.FileID]int, parentLive bool) string {
+	parent := OwnerName(f.Namespace, f.Namespace, f.Spec.Parent)
+	switch n.Kind {
+	case SpecHost:
+		return ModeHost
+	case SpecNew:
+		return ModePrivate
+	case SpecParent:
+		return parent
+	}
+	switch {
+	case f.Spec.Parent != "" && !parentLive:
+		// A pod's container joins its sandbox by the sandbox init's
+		// /proc/<pid>/ns path. With the sandbox gone that pid is free and
+		// may name any process now, the host's included; what the spec
+		// asked for was the sandbox's namespace, and CRI starts no
+		// container in a sandbox that is not running.
+		return parent
+	case !n.Resolved:
+		return ModeUnknown
+	case n.ID == hostNS:
+		return ModeHost
+	}
+	if o, ok := owner[n.ID]; ok {
+		return OwnerName(f.Namespace, fs[o].Namespace, fs[o].ID)
+	}
+	// A namespace that is neither the host's nor a container's.
+	return ModePrivate
+}
+
+// specShm is the ShmSource of a container without a live task, from what
+// its spec asks for.
+func specShm(fs []Facts, f *Facts, host Host, shmOwner map[uint64]int, parentLive bool) string {
+	sh := f.Spec.Shm
+	switch sh.Kind {
+	case ShmSpecHost:
+		return ShmHost
+	case ShmSpecNone:
+		return ShmNone
+	case ShmSpecTmpfs:
+		return ShmOwn
+	case ShmSpecParent:
+		return OwnerName(f.Namespace, f.Namespace, f.Spec.Parent)
+	}
+	switch {
+	case sh.Resolved && host.HasShm && sh.Dev == host.Shm.Dev:
+		return ShmHost
+	case f.Spec.Parent != "" && !parentLive:
+		// A pod's /dev/shm is a tmpfs CRI mounts while the sandbox runs;
+		// what is left at its path says nothing.
+		return OwnerName(f.Namespace, f.Namespace, f.Spec.Parent)
+	case !sh.Resolved:
+		return ShmUnknown
+	}
+	if o, ok := shmOwner[sh.Dev]; ok {
+		return OwnerName(f.Namespace, fs[o].Namespace, fs[o].ID)
+	}
+	return ShmOwn
+}
+
+// owners maps each namespace of a live container (other than the host's)
+// to the index of its owner in fs: the only member, or the one the rules
+// pick among several.
 func owners(fs []Facts, hostNS hostns.FileID, key func(int) hostns.FileID, rules ...func(int) bool) map[hostns.FileID]int {
 	groups := map[hostns.FileID][]int{}
 	for i := range fs {
@@ -167,9 +297,7 @@ func owners(fs []Facts, hostNS hostns.FileID, key func(int) hostns.FileID, rules
 	}
 	out := map[hostns.FileID]int{}
 	for k, members := range groups {
-		if len(members) > 1 {
-			out[k] = pick(fs, members, rules...)
-		}
+		out[k] = pick(fs, members, rules...)
 	}
 	return out
 }
@@ -204,8 +332,8 @@ func mode(fs []Facts, i int, ns, hostNS hostns.FileID, owner map[hostns.FileID]i
 	if ns == hostNS {
 		return ModeHost
 	}
-	o, shared := owner[ns]
-	if !shared || o == i {
+	o := owner[ns]
+	if o == i {
 		return ModePrivate
 	}
 	return OwnerName(fs[i].Namespace, fs[o].Namespace, fs[o].ID)
