@@ -107,6 +107,11 @@
 //	containerName the container's name in the pod; "" for the sandbox
 //	sandbox       true for the pod's sandbox (pause) container
 //
+// As Prometheus metrics (WritePrometheus), for node_exporter's textfile
+// collector, the counts by mode, runtime and source, one series per host
+// sharer, and whether the audit succeeded; WriteFileAtomic replaces a
+// file so that the collector never reads half of one.
+//
 // # Verdict
 //
 // Findings lists the offending containers: those in the host's IPC
