@@ -3,6 +3,7 @@ package audit
 import (
 	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/nsiso/nsiso/hostns"
 )
@@ -198,66 +199,118 @@ func Analyze(host Host, facts []Facts) []Record {
 		}
 	}
 
-	live := map[[2]string]bool{}
+	sr := specReader{fs: fs, recs: recs, host: host, ipcOwner: ipcOwner, pidOwner: pidOwner, shmOwner: shmOwner,
+		index: map[[2]string]int{}, state: make([]int8, len(fs))}
 	for i := range fs {
-		if fs[i].Live {
-			live[[2]string{fs[i].Namespace, fs[i].ID}] = true
-		}
+		sr.index[[2]string{fs[i].Namespace, fs[i].ID}] = i
 	}
 	for i := range fs {
-		f := &fs[i]
-		if f.Live {
-			continue
+		if !fs[i].Live {
+			sr.resolve(i)
 		}
-		r := &recs[i]
-		r.Source = SourceSpec
-		if f.Spec == nil {
-			r.IPCMode, r.PIDMode, r.ShmSource = ModeUnknown, ModeUnknown, ShmUnknown
-			continue
-		}
-		parentLive := f.Spec.Parent != "" && live[[2]string{f.Namespace, f.Spec.Parent}]
-		r.IPCMode = specMode(fs, f, f.Spec.IPC, host.IPC, ipcOwner, parentLive)
-		r.PIDMode = specMode(fs, f, f.Spec.PID, host.PID, pidOwner, parentLive)
-		r.ShmSource = specShm(fs, f, host, shmOwner, parentLive)
 	}
 	return recs
 }
 
-// specMode is the IpcMode or PidMode of a container without a live task,
-// from what its spec asks for.
-func specMode(fs []Facts, f *Facts, n SpecNS, hostNS hostns.FileID, owner map[hostns.FileID]int, parentLive bool) string {
-	parent := OwnerName(f.Namespace, f.Namespace, f.Spec.Parent)
+// specReader names what the specs of containers without a live task ask
+// for, against the live containers and against each other: a container
+// that joins its parent's namespace reads as whatever its parent reads.
+type specReader struct {
+	fs                 []Facts
+	recs               []Record
+	host               Host
+	ipcOwner, pidOwner map[hostns.FileID]int
+	shmOwner           map[uint64]int
+	index              map[[2]string]int
+	// state is 0 before a record is resolved, 1 while, 2 after; a chain
+	// of parents that comes back to itself stops at 1.
+	state []int8
+}
+
+func (a *specReader) resolve(i int) {
+	if a.state[i] != 0 {
+		return
+	}
+	a.state[i] = 1
+	f, r := &a.fs[i], &a.recs[i]
+	r.Source = SourceSpec
+	if f.Spec == nil {
+		r.IPCMode, r.PIDMode, r.ShmSource = ModeUnknown, ModeUnknown, ShmUnknown
+	} else {
+		r.IPCMode = a.mode(i, f.Spec.IPC, a.host.IPC, a.ipcOwner, func(r *Record) string { return r.IPCMode })
+		r.PIDMode = a.mode(i, f.Spec.PID, a.host.PID, a.pidOwner, func(r *Record) string { return r.PIDMode })
+		r.ShmSource = a.shm(i)
+	}
+	a.state[i] = 2
+}
+
+// parentLive tells whether fs[i]'s spec names a parent with a live task.
+func (a *specReader) parentLive(i int) bool {
+	f := &a.fs[i]
+	p, ok := a.index[[2]string{f.Namespace, f.Spec.Parent}]
+	return ok && a.fs[p].Live
+}
+
+// viaParent is what joining its parent's namespace or /dev/shm (field of
+// the parent's record) gives fs[i]: the host's when the parent's is the
+// host's, the owner the parent names, else the parent itself.
+func (a *specReader) viaParent(i int, field func(*Record) string) string {
+	f := &a.fs[i]
+	name := OwnerName(f.Namespace, f.Namespace, f.Spec.Parent)
+	p, ok := a.index[[2]string{f.Namespace, f.Spec.Parent}]
+	if !ok || a.state[p] == 1 {
+		return name
+	}
+	if !a.fs[p].Live {
+		a.resolve(p)
+	}
+	switch m := field(&a.recs[p]); {
+	case m == ModeHost:
+		return ModeHost
+	case strings.HasPrefix(m, "container:") && m != OwnerName(f.Namespace, f.Namespace, f.ID):
+		// The parent names the owner relative to its own containerd
+		// namespace, which is the child's; in a ring of parents it may
+		// name the child, which owns nothing.
+		return m
+	}
+	return name
+}
+
+// mode is the IpcMode or PidMode of fs[i], from what its spec asks for.
+func (a *specReader) mode(i int, n SpecNS, hostNS hostns.FileID, owner map[hostns.FileID]int, field func(*Record) string) string {
+	f := &a.fs[i]
 	switch n.Kind {
 	case SpecHost:
 		return ModeHost
 	case SpecNew:
 		return ModePrivate
 	case SpecParent:
-		return parent
+		return a.viaParent(i, field)
 	}
 	switch {
-	case f.Spec.Parent != "" && !parentLive:
+	case f.Spec.Parent != "" && !a.parentLive(i):
 		// A pod's container joins its sandbox by the sandbox init's
 		// /proc/<pid>/ns path. With the sandbox gone that pid is free and
 		// may name any process now, the host's included; what the spec
-		// asked for was the sandbox's namespace, and CRI starts no
-		// container in a sandbox that is not running.
-		return parent
+		// asked for was the sandbox's namespace (CRI starts no container
+		// in a sandbox that is not running).
+		return a.viaParent(i, field)
 	case !n.Resolved:
 		return ModeUnknown
 	case n.ID == hostNS:
 		return ModeHost
 	}
 	if o, ok := owner[n.ID]; ok {
-		return OwnerName(f.Namespace, fs[o].Namespace, fs[o].ID)
+		return OwnerName(f.Namespace, a.fs[o].Namespace, a.fs[o].ID)
 	}
 	// A namespace that is neither the host's nor a container's.
 	return ModePrivate
 }
 
-// specShm is the ShmSource of a container without a live task, from what
-// its spec asks for.
-func specShm(fs []Facts, f *Facts, host Host, shmOwner map[uint64]int, parentLive bool) string {
+// shm is the ShmSource of fs[i], from what its spec asks for.
+func (a *specReader) shm(i int) string {
+	f := &a.fs[i]
+	field := func(r *Record) string { return r.ShmSource }
 	sh := f.Spec.Shm
 	switch sh.Kind {
 	case ShmSpecHost:
@@ -267,20 +320,20 @@ func specShm(fs []Facts, f *Facts, host Host, shmOwner map[uint64]int, parentLiv
 	case ShmSpecTmpfs:
 		return ShmOwn
 	case ShmSpecParent:
-		return OwnerName(f.Namespace, f.Namespace, f.Spec.Parent)
+		return a.viaParent(i, field)
 	}
 	switch {
-	case sh.Resolved && host.HasShm && sh.Dev == host.Shm.Dev:
+	case sh.Resolved && a.host.HasShm && sh.Dev == a.host.Shm.Dev:
 		return ShmHost
-	case f.Spec.Parent != "" && !parentLive:
+	case f.Spec.Parent != "" && !a.parentLive(i):
 		// A pod's /dev/shm is a tmpfs CRI mounts while the sandbox runs;
 		// what is left at its path says nothing.
-		return OwnerName(f.Namespace, f.Namespace, f.Spec.Parent)
+		return a.viaParent(i, field)
 	case !sh.Resolved:
 		return ShmUnknown
 	}
-	if o, ok := shmOwner[sh.Dev]; ok {
-		return OwnerName(f.Namespace, fs[o].Namespace, fs[o].ID)
+	if o, ok := a.shmOwner[sh.Dev]; ok {
+		return OwnerName(f.Namespace, a.fs[o].Namespace, a.fs[o].ID)
 	}
 	return ShmOwn
 }

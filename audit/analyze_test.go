@@ -351,6 +351,44 @@ func TestAnalyzeSpecs(t *testing.T) {
 		}))},
 		want: []string{"default/kid: IpcMode=container:p PidMode=container:p ShmSize=- " + rt + " (from spec) src=container:p"},
 	}, {
+		// A hostIPC pod's containers join the sandbox by path too; with
+		// the sandbox stopped they read as what the sandbox's spec asks.
+		name: "a stopped sandbox's host namespace and /dev/shm carry over",
+		facts: []Facts{
+			stopped("app", newSpec(ipcPath(nsID(555)), shmBind(0), withParent("sb"))),
+			stopped("sb", newSpec(hostIPC, hostShm)),
+		},
+		want: []string{
+			"default/app: IpcMode=host PidMode=private ShmSize=host " + rt + " (from spec) src=host",
+			"default/sb: IpcMode=host PidMode=private ShmSize=host " + rt + " (from spec) src=host",
+		},
+	}, {
+		name: "joining a live parent is joining whatever it is in",
+		facts: []Facts{
+			ctr("owner", 1),
+			ctr("p", 2, joinsIPC(1), set(func(f *Facts) { f.PID, f.ShmDev = fakeHost.PID, fakeHost.Shm.Dev })),
+			stopped("kid", newSpec(withParent("p"), func(sf *SpecFacts) {
+				sf.IPC, sf.PID, sf.Shm = SpecNS{Kind: SpecParent}, SpecNS{Kind: SpecParent}, SpecShm{Kind: ShmSpecParent}
+			})),
+		},
+		want: []string{
+			"default/kid: IpcMode=container:owner PidMode=host ShmSize=host " + rt + " (from spec) src=host",
+			"default/owner: IpcMode=private PidMode=private ShmSize=64Mi " + rt + " src=own",
+			"default/p: IpcMode=container:owner PidMode=host ShmSize=host " + rt + " src=host",
+		},
+	}, {
+		name: "parents that name each other, or nobody",
+		facts: []Facts{
+			stopped("a", newSpec(withParent("b"), func(sf *SpecFacts) { sf.IPC = SpecNS{Kind: SpecParent} })),
+			stopped("b", newSpec(withParent("a"), func(sf *SpecFacts) { sf.IPC = SpecNS{Kind: SpecParent} })),
+			stopped("c", newSpec(withParent("gone"), func(sf *SpecFacts) { sf.IPC = SpecNS{Kind: SpecParent} })),
+		},
+		want: []string{
+			"default/a: IpcMode=container:b PidMode=private ShmSize=- " + rt + " (from spec) src=own",
+			"default/b: IpcMode=container:a PidMode=private ShmSize=- " + rt + " (from spec) src=own",
+			"default/c: IpcMode=container:gone PidMode=private ShmSize=- " + rt + " (from spec) src=own",
+		},
+	}, {
 		name: "pod names come along",
 		facts: []Facts{
 			stopped("sb", newSpec(hostIPC, hostShm), set(func(f *Facts) {
