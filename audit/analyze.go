@@ -3,6 +3,7 @@ package audit
 import (
 	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/nsiso/nsiso/hostns"
 )
@@ -11,7 +12,10 @@ import (
 const (
 	ModeHost    = "host"
 	ModePrivate = "private"
-	ModeStopped = "stopped"
+	// ModeUnknown is a container without a live task whose spec could not
+	// be read, or names a namespace path that does not exist now (such a
+	// container cannot start as it is).
+	ModeUnknown = "unknown"
 )
 
 // Values of Record.ShmSource other than "container:…".
@@ -19,6 +23,18 @@ const (
 	ShmOwn  = "own"
 	ShmHost = "host"
 	ShmNone = "none"
+	// ShmUnknown is a container without a live task whose spec could not
+	// be read, or binds a path that does not exist now.
+	ShmUnknown = "unknown"
+)
+
+// Values of Record.Source: where a record's modes come from.
+const (
+	// SourceKernel: the live init's namespaces and /dev/shm.
+	SourceKernel = "kernel"
+	// SourceSpec: the container's OCI spec, for a container without a
+	// live task; what starting it would do.
+	SourceSpec = "spec"
 )
 
 // Host is the host's side of every comparison.
@@ -36,7 +52,7 @@ type Facts struct {
 	// Status is containerd's task status, "stopped" without a task.
 	Status string
 	// Live is true when the fields below were read from a live init
-	// process; a container without one is reported as stopped.
+	// process; a container without one is reported by its spec (Spec).
 	Live bool
 	Pid  uint32
 	IPC  hostns.FileID
@@ -55,6 +71,11 @@ type Facts struct {
 	// OCI spec asks for a new namespace without naming a parent container
 	// (see CreatesNamespace).
 	SpecCreatesIPC, SpecCreatesPID bool
+	// Spec is what the spec of a container without a live task asks for;
+	// nil when it is live or its spec could not be read.
+	Spec *SpecFacts
+	// Pod is the Kubernetes pod the container belongs to, if any.
+	Pod Pod
 }
 
 // Record is one container's line of the report; the JSON field names are
@@ -71,6 +92,26 @@ type Record struct {
 	IPCNamespace uint64 `json:"ipcNamespace"`
 	PIDNamespace uint64 `json:"pidNamespace"`
 	Status       string `json:"status"`
+	// Source is SourceKernel or SourceSpec.
+	Source string `json:"source"`
+	// The Kubernetes pod, from CRI's annotations and labels; empty outside
+	// a pod. ContainerName is empty and Sandbox true for the pod's sandbox.
+	PodNamespace  string `json:"podNamespace"`
+	PodName       string `json:"podName"`
+	ContainerName string `json:"containerName"`
+	Sandbox       bool   `json:"sandbox"`
+}
+
+// Pod is the record's Kubernetes pod.
+func (r Record) Pod() Pod {
+	p := Pod{Namespace: r.PodNamespace, Name: r.PodName, Container: r.ContainerName}
+	switch {
+	case r.Sandbox:
+		p.Kind = KindSandbox
+	case !p.IsZero():
+		p.Kind = KindContainer
+	}
+	return p
 }
 
 // OwnerName is how a container refers to the owner of a namespace or
@@ -100,6 +141,10 @@ func OwnerName(fromNamespace, ownerNamespace, ownerID string) string {
 // lowest namespace/ID. A /dev/shm shared by several containers is owned by
 // one that owns its IPC namespace (or has one of its own), chosen the same
 // way among them, else among all.
+//
+// A container without a live task is described by what its spec asks for
+// (Facts.Spec; see specMode and specShm), named against the live ones; it
+// never owns anything.
 func Analyze(host Host, facts []Facts) []Record {
 	fs := slices.Clone(facts)
 	slices.SortFunc(fs, func(a, b Facts) int {
@@ -114,15 +159,13 @@ func Analyze(host Host, facts []Facts) []Record {
 	recs := make([]Record, len(fs))
 	for i := range fs {
 		f := &fs[i]
-		r := Record{Namespace: f.Namespace, ID: f.ID, Runtime: f.Runtime, Status: f.Status}
-		if !f.Live {
-			r.IPCMode, r.PIDMode = ModeStopped, ModeStopped
-			recs[i] = r
-			continue
+		r := Record{Namespace: f.Namespace, ID: f.ID, Runtime: f.Runtime, Status: f.Status, Source: SourceKernel,
+			PodNamespace: f.Pod.Namespace, PodName: f.Pod.Name, ContainerName: f.Pod.Container, Sandbox: f.Pod.Kind == KindSandbox}
+		if f.Live {
+			r.Pid, r.IPCNamespace, r.PIDNamespace = f.Pid, f.IPC.Ino, f.PID.Ino
+			r.IPCMode = mode(fs, i, f.IPC, host.IPC, ipcOwner)
+			r.PIDMode = mode(fs, i, f.PID, host.PID, pidOwner)
 		}
-		r.Pid, r.IPCNamespace, r.PIDNamespace = f.Pid, f.IPC.Ino, f.PID.Ino
-		r.IPCMode = mode(fs, i, f.IPC, host.IPC, ipcOwner)
-		r.PIDMode = mode(fs, i, f.PID, host.PID, pidOwner)
 		recs[i] = r
 	}
 
@@ -143,8 +186,10 @@ func Analyze(host Host, facts []Facts) []Record {
 			shmGroups[f.ShmDev] = append(shmGroups[f.ShmDev], i)
 		}
 	}
-	for _, members := range shmGroups {
+	shmOwner := map[uint64]int{}
+	for dev, members := range shmGroups {
 		o := pick(fs, members, func(i int) bool { return recs[i].IPCMode == ModePrivate })
+		shmOwner[dev] = o
 		for _, i := range members {
 			if i == o {
 				recs[i].ShmSource = ShmOwn
@@ -153,11 +198,149 @@ func Analyze(host Host, facts []Facts) []Record {
 			}
 		}
 	}
+
+	sr := specReader{fs: fs, recs: recs, host: host, ipcOwner: ipcOwner, pidOwner: pidOwner, shmOwner: shmOwner,
+		index: map[[2]string]int{}, state: make([]int8, len(fs))}
+	for i := range fs {
+		sr.index[[2]string{fs[i].Namespace, fs[i].ID}] = i
+	}
+	for i := range fs {
+		if !fs[i].Live {
+			sr.resolve(i)
+		}
+	}
 	return recs
 }
 
-// owners maps each namespace shared by more than one live container (other
-// than the host's) to the index of its owner in fs.
+// specReader names what the specs of containers without a live task ask
+// for, against the live containers and against each other: a container
+// that joins its parent's namespace reads as whatever its parent reads.
+type specReader struct {
+	fs                 []Facts
+	recs               []Record
+	host               Host
+	ipcOwner, pidOwner map[hostns.FileID]int
+	shmOwner           map[uint64]int
+	index              map[[2]string]int
+	// state is 0 before a record is resolved, 1 while, 2 after; a chain
+	// of parents that comes back to itself stops at 1.
+	state []int8
+}
+
+func (a *specReader) resolve(i int) {
+	if a.state[i] != 0 {
+		return
+	}
+	a.state[i] = 1
+	f, r := &a.fs[i], &a.recs[i]
+	r.Source = SourceSpec
+	if f.Spec == nil {
+		r.IPCMode, r.PIDMode, r.ShmSource = ModeUnknown, ModeUnknown, ShmUnknown
+	} else {
+		r.IPCMode = a.mode(i, f.Spec.IPC, a.host.IPC, a.ipcOwner, func(r *Record) string { return r.IPCMode })
+		r.PIDMode = a.mode(i, f.Spec.PID, a.host.PID, a.pidOwner, func(r *Record) string { return r.PIDMode })
+		r.ShmSource = a.shm(i)
+	}
+	a.state[i] = 2
+}
+
+// parentLive tells whether fs[i]'s spec names a parent with a live task.
+func (a *specReader) parentLive(i int) bool {
+	f := &a.fs[i]
+	p, ok := a.index[[2]string{f.Namespace, f.Spec.Parent}]
+	return ok && a.fs[p].Live
+}
+
+// viaParent is what joining its parent's namespace or /dev/shm (field of
+// the parent's record) gives fs[i]: the host's when the parent's is the
+// host's, the owner the parent names, else the parent itself.
+func (a *specReader) viaParent(i int, field func(*Record) string) string {
+	f := &a.fs[i]
+	name := OwnerName(f.Namespace, f.Namespace, f.Spec.Parent)
+	p, ok := a.index[[2]string{f.Namespace, f.Spec.Parent}]
+	if !ok || a.state[p] == 1 {
+		return name
+	}
+	if !a.fs[p].Live {
+		a.resolve(p)
+	}
+	switch m := field(&a.recs[p]); {
+	case m == ModeHost:
+		return ModeHost
+	case strings.HasPrefix(m, "container:") && m != OwnerName(f.Namespace, f.Namespace, f.ID):
+		// The parent names the owner relative to its own containerd
+		// namespace, which is the child's; in a ring of parents it may
+		// name the child, which owns nothing.
+		return m
+	}
+	return name
+}
+
+// mode is the IpcMode or PidMode of fs[i], from what its spec asks for.
+func (a *specReader) mode(i int, n SpecNS, hostNS hostns.FileID, owner map[hostns.FileID]int, field func(*Record) string) string {
+	f := &a.fs[i]
+	switch n.Kind {
+	case SpecHost:
+		return ModeHost
+	case SpecNew:
+		return ModePrivate
+	case SpecParent:
+		return a.viaParent(i, field)
+	}
+	switch {
+	case f.Spec.Parent != "" && !a.parentLive(i):
+		// A pod's container joins its sandbox by the sandbox init's
+		// /proc/<pid>/ns path. With the sandbox gone that pid is free and
+		// may name any process now, the host's included; what the spec
+		// asked for was the sandbox's namespace (CRI starts no container
+		// in a sandbox that is not running).
+		return a.viaParent(i, field)
+	case !n.Resolved:
+		return ModeUnknown
+	case n.ID == hostNS:
+		return ModeHost
+	}
+	if o, ok := owner[n.ID]; ok {
+		return OwnerName(f.Namespace, a.fs[o].Namespace, a.fs[o].ID)
+	}
+	// A namespace that is neither the host's nor a container's.
+	return ModePrivate
+}
+
+// shm is the ShmSource of fs[i], from what its spec asks for.
+func (a *specReader) shm(i int) string {
+	f := &a.fs[i]
+	field := func(r *Record) string { return r.ShmSource }
+	sh := f.Spec.Shm
+	switch sh.Kind {
+	case ShmSpecHost:
+		return ShmHost
+	case ShmSpecNone:
+		return ShmNone
+	case ShmSpecTmpfs:
+		return ShmOwn
+	case ShmSpecParent:
+		return a.viaParent(i, field)
+	}
+	switch {
+	case sh.Resolved && a.host.HasShm && sh.Dev == a.host.Shm.Dev:
+		return ShmHost
+	case f.Spec.Parent != "" && !a.parentLive(i):
+		// A pod's /dev/shm is a tmpfs CRI mounts while the sandbox runs;
+		// what is left at its path says nothing.
+		return a.viaParent(i, field)
+	case !sh.Resolved:
+		return ShmUnknown
+	}
+	if o, ok := a.shmOwner[sh.Dev]; ok {
+		return OwnerName(f.Namespace, a.fs[o].Namespace, a.fs[o].ID)
+	}
+	return ShmOwn
+}
+
+// owners maps each namespace of a live container (other than the host's)
+// to the index of its owner in fs: the only member, or the one the rules
+// pick among several.
 func owners(fs []Facts, hostNS hostns.FileID, key func(int) hostns.FileID, rules ...func(int) bool) map[hostns.FileID]int {
 	groups := map[hostns.FileID][]int{}
 	for i := range fs {
@@ -167,9 +350,7 @@ func owners(fs []Facts, hostNS hostns.FileID, key func(int) hostns.FileID, rules
 	}
 	out := map[hostns.FileID]int{}
 	for k, members := range groups {
-		if len(members) > 1 {
-			out[k] = pick(fs, members, rules...)
-		}
+		out[k] = pick(fs, members, rules...)
 	}
 	return out
 }
@@ -204,8 +385,8 @@ func mode(fs []Facts, i int, ns, hostNS hostns.FileID, owner map[hostns.FileID]i
 	if ns == hostNS {
 		return ModeHost
 	}
-	o, shared := owner[ns]
-	if !shared || o == i {
+	o := owner[ns]
+	if o == i {
 		return ModePrivate
 	}
 	return OwnerName(fs[i].Namespace, fs[o].Namespace, fs[o].ID)

@@ -164,13 +164,13 @@ func TestAnalyzeOwners(t *testing.T) {
 			"k8s.io/sandbox: IpcMode=private PidMode=private ShmSize=64Mi " + rt + " src=own",
 		},
 	}, {
-		name: "stopped containers neither show nor count as sharers",
+		name: "containers without a live task never own a namespace",
 		facts: []Facts{
-			ctr("gone", 1, set(func(f *Facts) { f.Live, f.Status, f.SpecCreatesIPC = false, "stopped", true })),
+			stopped("gone", newSpec(), set(func(f *Facts) { f.SpecCreatesIPC = true })),
 			ctr("kid", 2, joinsIPC(1)),
 		},
 		want: []string{
-			"default/gone: IpcMode=stopped PidMode=stopped ShmSize=- " + rt + " src=",
+			"default/gone: IpcMode=private PidMode=private ShmSize=- " + rt + " (from spec) src=own",
 			"default/kid: IpcMode=private PidMode=private ShmSize=64Mi " + rt + " src=own",
 		},
 	}, {
@@ -216,17 +216,220 @@ func TestAnalyzeOwners(t *testing.T) {
 	}
 }
 
+// stopped is a container in namespace "default" without a live task,
+// whose spec asks for sf.
+func stopped(id string, sf SpecFacts, edits ...func(*Facts)) Facts {
+	f := Facts{Namespace: "default", ID: id, Runtime: "io.containerd.runc.v2", Status: StatusNoTask, Spec: &sf}
+	for _, e := range edits {
+		e(&f)
+	}
+	return f
+}
+
+// newSpec asks for new IPC and PID namespaces and a tmpfs, as containerd's
+// default spec does; edits adjust it.
+func newSpec(edits ...func(*SpecFacts)) SpecFacts {
+	sf := SpecFacts{IPC: SpecNS{Kind: SpecNew}, PID: SpecNS{Kind: SpecNew}, Shm: SpecShm{Kind: ShmSpecTmpfs}}
+	for _, e := range edits {
+		e(&sf)
+	}
+	return sf
+}
+
+// ipcPath makes the spec's IPC entry a path that names id now; a zero id
+// names nothing.
+func ipcPath(id hostns.FileID) func(*SpecFacts) {
+	return func(sf *SpecFacts) {
+		sf.IPC = SpecNS{Kind: SpecPath, Path: "/proc/99/ns/ipc", ID: id, Resolved: id != hostns.FileID{}}
+	}
+}
+
+func shmBind(dev uint64) func(*SpecFacts) {
+	return func(sf *SpecFacts) {
+		sf.Shm = SpecShm{Kind: ShmSpecBind, Source: "/run/x/shm", Dev: dev, Resolved: dev != 0}
+	}
+}
+
+func withParent(id string) func(*SpecFacts) { return func(sf *SpecFacts) { sf.Parent = id } }
+
+// What a container without a live task asks for, named against the live
+// containers, as starting it would make it.
+func TestAnalyzeSpecs(t *testing.T) {
+	const rt = "Runtime=io.containerd.runc.v2"
+	hostIPC := func(sf *SpecFacts) { sf.IPC = SpecNS{Kind: SpecHost} }
+	hostPID := func(sf *SpecFacts) { sf.PID = SpecNS{Kind: SpecHost} }
+	hostShm := func(sf *SpecFacts) { sf.Shm = SpecShm{Kind: ShmSpecHost, Source: "/dev/shm"} }
+	for _, tc := range []struct {
+		name  string
+		facts []Facts
+		want  []string
+	}{{
+		name:  "no spec",
+		facts: []Facts{{Namespace: "default", ID: "x", Runtime: "io.containerd.runc.v2", Status: StatusNoTask}},
+		want:  []string{"default/x: IpcMode=unknown PidMode=unknown ShmSize=- " + rt + " (from spec) src=unknown"},
+	}, {
+		name:  "private",
+		facts: []Facts{stopped("p", newSpec())},
+		want:  []string{"default/p: IpcMode=private PidMode=private ShmSize=- " + rt + " (from spec) src=own"},
+	}, {
+		name:  "host by leaving the entries out, host /dev/shm",
+		facts: []Facts{stopped("h", newSpec(hostIPC, hostPID, hostShm))},
+		want:  []string{"default/h: IpcMode=host PidMode=host ShmSize=host " + rt + " (from spec) src=host"},
+	}, {
+		name:  "a path that names the host's namespace",
+		facts: []Facts{stopped("h", newSpec(ipcPath(fakeHost.IPC)))},
+		want:  []string{"default/h: IpcMode=host PidMode=private ShmSize=- " + rt + " (from spec) src=own"},
+	}, {
+		name:  "a bind whose device is the host's /dev/shm",
+		facts: []Facts{stopped("h", newSpec(shmBind(fakeHost.Shm.Dev)))},
+		want:  []string{"default/h: IpcMode=private PidMode=private ShmSize=host " + rt + " (from spec) src=host"},
+	}, {
+		name:  "no /dev/shm",
+		facts: []Facts{stopped("n", newSpec(func(sf *SpecFacts) { sf.Shm = SpecShm{Kind: ShmSpecNone} }))},
+		want:  []string{"default/n: IpcMode=private PidMode=private ShmSize=none " + rt + " (from spec) src=none"},
+	}, {
+		name: "a path and a bind that name a live container's: its owner",
+		facts: []Facts{
+			ctr("owner", 1, sharesShm(1, 64<<20)),
+			ctr("member", 2, joinsIPC(1), sharesShm(1, 64<<20)),
+			stopped("late", newSpec(ipcPath(nsID(101)), shmBind(301))),
+		},
+		want: []string{
+			"default/late: IpcMode=container:owner PidMode=private ShmSize=- " + rt + " (from spec) src=container:owner",
+			"default/member: IpcMode=container:owner PidMode=private ShmSize=64Mi " + rt + " src=container:owner",
+			"default/owner: IpcMode=private PidMode=private ShmSize=64Mi " + rt + " src=own",
+		},
+	}, {
+		name: "a live container alone is the owner, across containerd namespaces",
+		facts: []Facts{
+			ctr("solo", 1, inNS("k8s.io")),
+			stopped("late", newSpec(ipcPath(nsID(101)))),
+		},
+		want: []string{
+			"default/late: IpcMode=container:k8s.io/solo PidMode=private ShmSize=- " + rt + " (from spec) src=own",
+			"k8s.io/solo: IpcMode=private PidMode=private ShmSize=64Mi " + rt + " src=own",
+		},
+	}, {
+		name:  "a path that names nothing now",
+		facts: []Facts{stopped("u", newSpec(ipcPath(hostns.FileID{}), shmBind(0)))},
+		want:  []string{"default/u: IpcMode=unknown PidMode=private ShmSize=- " + rt + " (from spec) src=unknown"},
+	}, {
+		name:  "a path that names some other process's namespace",
+		facts: []Facts{stopped("o", newSpec(ipcPath(nsID(777)), shmBind(900)))},
+		want:  []string{"default/o: IpcMode=private PidMode=private ShmSize=- " + rt + " (from spec) src=own"},
+	}, {
+		// The sandbox's pid may have gone to a host process: the path
+		// would name the host's namespace, but the spec asked for the
+		// sandbox's.
+		name: "a pod container's stale path to its stopped sandbox",
+		facts: []Facts{
+			stopped("app", newSpec(ipcPath(fakeHost.IPC), shmBind(0), withParent("sb"))),
+			stopped("sb", newSpec()),
+		},
+		want: []string{
+			"default/app: IpcMode=container:sb PidMode=private ShmSize=- " + rt + " (from spec) src=container:sb",
+			"default/sb: IpcMode=private PidMode=private ShmSize=- " + rt + " (from spec) src=own",
+		},
+	}, {
+		name: "a pod container's path to its running sandbox is checked",
+		facts: []Facts{
+			stopped("app", newSpec(ipcPath(nsID(101)), shmBind(301), withParent("sb"))),
+			ctr("sb", 1),
+		},
+		want: []string{
+			"default/app: IpcMode=container:sb PidMode=private ShmSize=- " + rt + " (from spec) src=container:sb",
+			"default/sb: IpcMode=private PidMode=private ShmSize=64Mi " + rt + " src=own",
+		},
+	}, {
+		name:  "a stale parent does not hide the host's /dev/shm",
+		facts: []Facts{stopped("app", newSpec(shmBind(fakeHost.Shm.Dev), withParent("sb")))},
+		want:  []string{"default/app: IpcMode=private PidMode=private ShmSize=host " + rt + " (from spec) src=host"},
+	}, {
+		name: "nsiso joins the parent",
+		facts: []Facts{stopped("kid", newSpec(withParent("p"), func(sf *SpecFacts) {
+			sf.IPC, sf.PID, sf.Shm = SpecNS{Kind: SpecParent}, SpecNS{Kind: SpecParent}, SpecShm{Kind: ShmSpecParent}
+		}))},
+		want: []string{"default/kid: IpcMode=container:p PidMode=container:p ShmSize=- " + rt + " (from spec) src=container:p"},
+	}, {
+		// A hostIPC pod's containers join the sandbox by path too; with
+		// the sandbox stopped they read as what the sandbox's spec asks.
+		name: "a stopped sandbox's host namespace and /dev/shm carry over",
+		facts: []Facts{
+			stopped("app", newSpec(ipcPath(nsID(555)), shmBind(0), withParent("sb"))),
+			stopped("sb", newSpec(hostIPC, hostShm)),
+		},
+		want: []string{
+			"default/app: IpcMode=host PidMode=private ShmSize=host " + rt + " (from spec) src=host",
+			"default/sb: IpcMode=host PidMode=private ShmSize=host " + rt + " (from spec) src=host",
+		},
+	}, {
+		name: "joining a live parent is joining whatever it is in",
+		facts: []Facts{
+			ctr("owner", 1),
+			ctr("p", 2, joinsIPC(1), set(func(f *Facts) { f.PID, f.ShmDev = fakeHost.PID, fakeHost.Shm.Dev })),
+			stopped("kid", newSpec(withParent("p"), func(sf *SpecFacts) {
+				sf.IPC, sf.PID, sf.Shm = SpecNS{Kind: SpecParent}, SpecNS{Kind: SpecParent}, SpecShm{Kind: ShmSpecParent}
+			})),
+		},
+		want: []string{
+			"default/kid: IpcMode=container:owner PidMode=host ShmSize=host " + rt + " (from spec) src=host",
+			"default/owner: IpcMode=private PidMode=private ShmSize=64Mi " + rt + " src=own",
+			"default/p: IpcMode=container:owner PidMode=host ShmSize=host " + rt + " src=host",
+		},
+	}, {
+		name: "parents that name each other, or nobody",
+		facts: []Facts{
+			stopped("a", newSpec(withParent("b"), func(sf *SpecFacts) { sf.IPC = SpecNS{Kind: SpecParent} })),
+			stopped("b", newSpec(withParent("a"), func(sf *SpecFacts) { sf.IPC = SpecNS{Kind: SpecParent} })),
+			stopped("c", newSpec(withParent("gone"), func(sf *SpecFacts) { sf.IPC = SpecNS{Kind: SpecParent} })),
+		},
+		want: []string{
+			"default/a: IpcMode=container:b PidMode=private ShmSize=- " + rt + " (from spec) src=own",
+			"default/b: IpcMode=container:a PidMode=private ShmSize=- " + rt + " (from spec) src=own",
+			"default/c: IpcMode=container:gone PidMode=private ShmSize=- " + rt + " (from spec) src=own",
+		},
+	}, {
+		name: "pod names come along",
+		facts: []Facts{
+			stopped("sb", newSpec(hostIPC, hostShm), set(func(f *Facts) {
+				f.Pod = Pod{Namespace: "team-x", Name: "hostipc-pod", Kind: KindSandbox}
+			})),
+			ctr("c", 1, set(func(f *Facts) {
+				f.Pod = Pod{Namespace: "team-x", Name: "hostipc-pod", Container: "app", Kind: KindContainer}
+			})),
+		},
+		want: []string{
+			"default/c: IpcMode=private PidMode=private ShmSize=64Mi " + rt + " Pod=team-x/hostipc-pod Container=app src=own",
+			"default/sb: IpcMode=host PidMode=private ShmSize=host " + rt + " Pod=team-x/hostipc-pod Container=(sandbox) (from spec) src=host",
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, r := range Analyze(fakeHost, tc.facts) {
+				got = append(got, summary(r))
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
 func TestAnalyzeJSONFields(t *testing.T) {
 	recs := Analyze(fakeHost, []Facts{
-		ctr("p", 1),
-		ctr("k", 2, joinsIPC(1), joinsPID(1), sharesShm(1, 64<<20)),
-		ctr("s", 3, set(func(f *Facts) { f.Live, f.Status = false, "created" })),
+		ctr("p", 1, set(func(f *Facts) { f.Pod = Pod{Namespace: "team-x", Name: "web", Kind: KindSandbox} })),
+		ctr("k", 2, joinsIPC(1), joinsPID(1), sharesShm(1, 64<<20),
+			set(func(f *Facts) { f.Pod = Pod{Namespace: "team-x", Name: "web", Container: "app", Kind: KindContainer} })),
+		stopped("s", newSpec(), set(func(f *Facts) { f.Status = "created" })),
 	})
 	got := fmt.Sprintf("%+v", recs)
 	want := "[" +
-		"{Namespace:default ID:k IPCMode:container:p PIDMode:container:p ShmSize:67108864 ShmSource:container:p Runtime:io.containerd.runc.v2 Pid:1002 IPCNamespace:101 PIDNamespace:201 Status:running} " +
-		"{Namespace:default ID:p IPCMode:private PIDMode:private ShmSize:67108864 ShmSource:own Runtime:io.containerd.runc.v2 Pid:1001 IPCNamespace:101 PIDNamespace:201 Status:running} " +
-		"{Namespace:default ID:s IPCMode:stopped PIDMode:stopped ShmSize:0 ShmSource: Runtime:io.containerd.runc.v2 Pid:0 IPCNamespace:0 PIDNamespace:0 Status:created}" +
+		"{Namespace:default ID:k IPCMode:container:p PIDMode:container:p ShmSize:67108864 ShmSource:container:p Runtime:io.containerd.runc.v2 Pid:1002 IPCNamespace:101 PIDNamespace:201 Status:running " +
+		"Source:kernel PodNamespace:team-x PodName:web ContainerName:app Sandbox:false} " +
+		"{Namespace:default ID:p IPCMode:private PIDMode:private ShmSize:67108864 ShmSource:own Runtime:io.containerd.runc.v2 Pid:1001 IPCNamespace:101 PIDNamespace:201 Status:running " +
+		"Source:kernel PodNamespace:team-x PodName:web ContainerName: Sandbox:true} " +
+		"{Namespace:default ID:s IPCMode:private PIDMode:private ShmSize:0 ShmSource:own Runtime:io.containerd.runc.v2 Pid:0 IPCNamespace:0 PIDNamespace:0 Status:created " +
+		"Source:spec PodNamespace: PodName: ContainerName: Sandbox:false}" +
 		"]"
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)

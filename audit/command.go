@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -93,19 +94,29 @@ Lists every container of a containerd node, whatever runtime started it,
 with its IPC namespace, PID namespace and /dev/shm as the kernel sees them,
 one line per container in the style of the CIS Docker Benchmark:
 
-  <namespace>/<id>: IpcMode=<host|private|container:<id>> PidMode=... ShmSize=<size|host> Runtime=<runtime>
+  <namespace>/<id>: IpcMode=<host|private|container:<id>> PidMode=... ShmSize=<size|host> Runtime=<runtime> [Pod=<ns>/<pod> Container=<name>|(sandbox)] [(from spec)]
 
-It fails when a container shares the host's IPC namespace or /dev/shm
-(CIS 5.16) and, with --pid, the host's PID namespace (CIS 5.15). It must
-run as root in the host's PID and mount namespaces.
+A container without a live task (stopped, or created and never started)
+is listed with what its OCI spec asks for, marked "(from spec)", and
+counts like a running one. It fails when a container shares the host's IPC
+namespace or /dev/shm (CIS 5.16) and, with --pid, the host's PID namespace
+(CIS 5.15). It must run as root in the host's PID and mount namespaces.
 
 Flags:
 `
 
 const usageTail = `
 Exit status: 0 no container shares what the rules forbid; 1 some do (each
-named on stderr); 2 the audit could not be completed.
+named on stderr); 2 the audit could not be completed (with --format
+prometheus the metrics still say so: nsiso_audit_success 0).
 `
+
+// Formats of the report.
+const (
+	FormatText       = "text"
+	FormatJSON       = "json"
+	FormatPrometheus = "prometheus"
+)
 
 // Main runs `nsiso audit` with the arguments after the subcommand and
 // returns its exit status.
@@ -117,7 +128,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var opts Options
 	fs.StringVar(&opts.Address, "address", DefaultAddress, "containerd's `socket`")
 	fs.StringVar(&opts.Namespace, "namespace", "", "audit only this containerd `namespace` (default: all of them)")
-	format := fs.String("format", "text", "output `format`: text or json")
+	podNS := fs.String("pod-namespace", "", "report only the containers of pods in this Kubernetes `namespace`")
+	format := fs.String("format", FormatText, "output `format`: text, json or prometheus (node_exporter's textfile collector)")
+	output := fs.String("output", "", "write the report to this `file`, atomically (temporary file and rename), mode 0644, instead of stdout")
 	checkPID := fs.Bool("pid", false, "also fail on containers in the host's PID namespace (CIS 5.15)")
 	timeout := fs.Duration("timeout", DefaultTimeout, "give up after this `duration`")
 	usage := func(w io.Writer) {
@@ -143,24 +156,73 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return fail("unexpected argument %q (see nsiso audit --help)", fs.Arg(0))
 	}
-	write := map[string]func(io.Writer, []Record) error{"text": WriteText, "json": WriteJSON}[*format]
-	if write == nil {
-		return fail("--format %q: want text or json", *format)
+	switch *format {
+	case FormatText, FormatJSON, FormatPrometheus:
+	default:
+		return fail("--format %q: want text, json or prometheus", *format)
 	}
 	if *timeout <= 0 {
 		return fail("--timeout %v: want a positive duration", *timeout)
 	}
+	if *output != "" {
+		if err := checkOutputDir(*output); err != nil {
+			return fail("--output %s: %v", *output, err)
+		}
+	}
+	// emit puts the report where it was asked for: a file is replaced
+	// whole or not at all.
+	emit := func(data []byte) error {
+		if *output == "" {
+			_, err := stdout.Write(data)
+			return err
+		}
+		return WriteFileAtomic(*output, data)
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	start := time.Now()
 	recs, err := Run(ctx, opts)
 	if err != nil {
-		return fail("%v", err)
+		fail("%v", err)
+		if *format == FormatPrometheus {
+			// Monitoring must see a failed audit, not the last good file.
+			end := time.Now()
+			var b bytes.Buffer
+			if werr := WritePrometheus(&b, Outcome{Err: err, End: end, Duration: end.Sub(start)}); werr == nil {
+				if werr := emit(b.Bytes()); werr != nil {
+					fail("write report: %v", werr)
+				}
+			}
+		}
+		return ExitError
 	}
-	if err := write(stdout, recs); err != nil {
-		return fail("write report: %v", err)
+	if *podNS != "" {
+		recs = InPodNamespace(recs, *podNS)
 	}
 	findings := Findings(recs, *checkPID)
+	end := time.Now()
+
+	var b bytes.Buffer
+	switch *format {
+	case FormatText:
+		err = WriteText(&b, recs)
+	case FormatJSON:
+		err = WriteJSON(&b, recs)
+	case FormatPrometheus:
+		err = WritePrometheus(&b, Outcome{Records: recs, Findings: findings, End: end, Duration: end.Sub(start)})
+	}
+	if err == nil {
+		err = emit(b.Bytes())
+	}
+	if err != nil {
+		return fail("write report: %v", err)
+	}
+	if *podNS != "" && len(recs) == 0 {
+		// Not an error (a namespace may have no pod on this node), but a
+		// mistyped name should not pass unnoticed.
+		fmt.Fprintf(stderr, "nsiso audit: no container of a pod in Kubernetes namespace %q\n", *podNS)
+	}
 	for _, f := range findings {
 		fmt.Fprintf(stderr, "nsiso audit: %s\n", f)
 	}

@@ -22,10 +22,16 @@ func TestMainWithoutDaemon(t *testing.T) {
 		{"short help", []string{"-h"}, ExitCompliant, "-namespace namespace", ""},
 		{"unknown flag", []string{"--ipc"}, ExitError, "", "nsiso audit: flag provided but not defined: -ipc"},
 		{"stray argument", []string{"default"}, ExitError, "", `nsiso audit: unexpected argument "default"`},
-		{"bad format", []string{"--format", "yaml"}, ExitError, "", `nsiso audit: --format "yaml": want text or json`},
+		{"bad format", []string{"--format", "yaml"}, ExitError, "", `nsiso audit: --format "yaml": want text, json or prometheus`},
+		{"output into a missing directory", []string{"--output", filepath.Join(missing, "x", "audit.prom")}, ExitError, "",
+			"nsiso audit: --output " + filepath.Join(missing, "x", "audit.prom") + ": stat " + filepath.Join(missing, "x") + ": no such file or directory"},
+		{"output is a directory", []string{"--output", filepath.Dir(missing)}, ExitError, "", "nsiso audit: --output " + filepath.Dir(missing) + ": is a directory"},
 		{"bad timeout", []string{"--timeout", "0s"}, ExitError, "", "nsiso audit: --timeout 0s: want a positive duration"},
 		{"no daemon", []string{"--address", missing}, ExitError, "",
 			"nsiso audit: connect to containerd at " + missing + ": dial unix " + missing + ": connect: no such file or directory"},
+		// Monitoring must see a failed audit.
+		{"no daemon, metrics", []string{"--address", missing, "--format", "prometheus"}, ExitError, "\nnsiso_audit_success 0\n",
+			"nsiso audit: connect to containerd at " + missing},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

@@ -12,12 +12,13 @@
 //
 // # Where the facts come from
 //
-// containerd supplies the list of containers, their runtime, their OCI spec
-// and the init pid and status of their tasks. Everything the verdict rests
-// on is then read from the kernel, not from the spec, because a spec says
-// what a client asked for while a runtime shim (nsiso among them) may have
-// rewritten it, and a path in a spec says nothing about whose namespace it
-// was by the time the container started:
+// containerd supplies the list of containers, their runtime, labels and
+// OCI spec, and the init pid and status of their tasks. For a container
+// with a live task everything the verdict rests on is then read from the
+// kernel, not from the spec, because a spec says what a client asked for
+// while a runtime shim (nsiso among them) may have rewritten it, and a path
+// in a spec says nothing about whose namespace it was by the time the
+// container started:
 //
 //   - /proc/<pid>/ns/ipc and /proc/<pid>/ns/pid of the task's init, as
 //     device and inode numbers, compared with the host's (pid 1's where
@@ -29,7 +30,29 @@
 //   - NSpid in /proc/<pid>/status and the start time in /proc/<pid>/stat,
 //     which choose the owner of a namespace several containers share.
 //
-// The spec is consulted only to choose that owner (see Analyze).
+// For a running container the spec is consulted only to choose that owner
+// (see Analyze).
+//
+// A container without a live task (stopped, or created and never started)
+// has no namespaces to look at, yet starting it would share whatever its
+// spec asks for; the benchmark's `docker ps --all` checks it too. Its
+// record is then what the spec asks for (ReadSpec): no ipc or pid entry is
+// the host's namespace, an entry with a path is whatever that path names
+// now (the host's, a live container's, or nothing), and /dev/shm is the
+// host's when the spec binds /dev/shm or any path on the host's /dev/shm
+// file system, or runs on the host's root with nothing mounted there. Under
+// nsiso the spec is first rewritten by specmod as the shim would rewrite it,
+// so nsiso/ipc-mode=share-parent on a top-level container is the host's.
+// A pod's container whose sandbox is not running reads as its sandbox's:
+// the /proc/<pid> path in its spec may name another process by now.
+//
+// # Kubernetes
+//
+// containerd's CRI plugin writes the pod's namespace and name and the
+// container's name and kind (sandbox or container) into each spec it makes,
+// and the kubelet puts the same names in labels (io.kubernetes.pod.namespace,
+// io.kubernetes.pod.name, io.kubernetes.container.name); the report shows
+// them (see PodOf).
 //
 // The auditing process must run in the host's PID namespace, as root:
 // containerd reports init pids as the host numbers them, and reading
@@ -49,14 +72,18 @@
 // text (WriteText) each is a line in the benchmark's style:
 //
 //	default/web: IpcMode=private PidMode=private ShmSize=64Mi Runtime=io.containerd.nsiso.v1
+//	k8s.io/0f57…: IpcMode=host PidMode=private ShmSize=host Runtime=io.containerd.runc.v2 Pod=team-x/hostipc-pod Container=(sandbox) (from spec)
 //
 // IpcMode and PidMode are "host", "private" (a namespace of its own, or the
 // owner of one that others share), "container:<id>" (the owner of the
 // shared namespace; "container:<namespace>/<id>" when the owner is in
-// another containerd namespace) or "stopped" (no live task). ShmSize is the
-// size of the container's /dev/shm in binary units, "host" when it is the
-// host's /dev/shm, "none" when the container has no /dev/shm and "-" when
-// it is stopped.
+// another containerd namespace) or "unknown" (a container without a live
+// task whose spec cannot be read or names a path that does not exist).
+// ShmSize is the size of the container's /dev/shm in binary units, "host"
+// when it is the host's /dev/shm, "none" when the container has no
+// /dev/shm, and "-" for the size a spec does not tell. Pod and Container
+// name the Kubernetes pod; "(from spec)" marks a container without a live
+// task.
 //
 // As JSON (WriteJSON) the output is an array of Record objects. Their field
 // names are stable:
@@ -65,23 +92,34 @@
 //	id            container ID
 //	ipcMode       as IpcMode above
 //	pidMode       as PidMode above
-//	shmSize       bytes of /dev/shm; 0 when unknown (host's, none, stopped)
+//	shmSize       bytes of /dev/shm; 0 when unknown (host's, none, spec)
 //	shmSource     "own", "host", "container:<id>" (a tmpfs another
-//	              container owns), "none", or "" when stopped
+//	              container owns), "none", or "unknown"
 //	runtime       the container's runtime, e.g. io.containerd.runc.v2
-//	pid           the task's init pid on the host; 0 when stopped
-//	ipcNamespace  inode number of the IPC namespace; 0 when stopped
-//	pidNamespace  inode number of the PID namespace; 0 when stopped
+//	pid           the task's init pid on the host; 0 without a live task
+//	ipcNamespace  inode number of the IPC namespace; 0 without a live task
+//	pidNamespace  inode number of the PID namespace; 0 without a live task
 //	status        containerd's task status (running, created, paused,
 //	              pausing, stopped, unknown); stopped without a task
+//	source        "kernel" (a live task) or "spec" (what its spec asks for)
+//	podNamespace  the Kubernetes pod's namespace; "" outside a pod
+//	podName       the pod's name
+//	containerName the container's name in the pod; "" for the sandbox
+//	sandbox       true for the pod's sandbox (pause) container
+//
+// As Prometheus metrics (WritePrometheus), for node_exporter's textfile
+// collector, the counts by mode, runtime and source, one series per host
+// sharer, and whether the audit succeeded; WriteFileAtomic replaces a
+// file so that the collector never reads half of one.
 //
 // # Verdict
 //
 // Findings lists the offending containers: those in the host's IPC
 // namespace or whose /dev/shm is the host's (both are CIS 5.16: POSIX
 // shared memory in /dev/shm is host IPC as much as System V segments are),
-// and, when asked, those in the host's PID namespace (CIS 5.15). Stopped
-// containers never offend. ExitStatus turns them into the command's exit
+// and, when asked, those in the host's PID namespace (CIS 5.15). A
+// container without a live task offends by what its spec asks for, as a
+// running one does. ExitStatus turns them into the command's exit
 // status: ExitCompliant (0), ExitNonCompliant (1); ExitError (2) is for an
 // audit that could not be completed.
 package audit

@@ -91,15 +91,22 @@ func gatherNamespace(ctx context.Context, c *client.Client, ns string) ([]Facts,
 	out := make([]Facts, 0, len(ctrs))
 	for _, ctr := range ctrs {
 		f := Facts{Namespace: ns, ID: ctr.ID, Runtime: ctr.Runtime.Name, Status: StatusNoTask}
+		var spec *specs.Spec
 		if ctr.Spec != nil {
 			var s specs.Spec
 			// A spec that does not decode cannot name a creator; the
 			// kernel's facts still decide everything else.
 			if json.Unmarshal(ctr.Spec.GetValue(), &s) == nil {
-				f.SpecCreatesIPC = CreatesNamespace(&s, specs.IPCNamespace)
-				f.SpecCreatesPID = CreatesNamespace(&s, specs.PIDNamespace)
+				spec = &s
+				f.SpecCreatesIPC = CreatesNamespace(spec, specs.IPCNamespace)
+				f.SpecCreatesPID = CreatesNamespace(spec, specs.PIDNamespace)
 			}
 		}
+		var ann map[string]string
+		if spec != nil {
+			ann = spec.Annotations
+		}
+		f.Pod = PodOf(ann, ctr.Labels)
 		if p, ok := procs[ctr.ID]; ok {
 			f.Status = strings.ToLower(p.GetStatus().String())
 			if isLive(p.GetStatus()) && p.GetPid() != 0 {
@@ -120,6 +127,12 @@ func gatherNamespace(ctx context.Context, c *client.Client, ns string) ([]Facts,
 				}
 			}
 		}
+		if !f.Live && spec != nil {
+			// Without a live init, what starting the container would do
+			// is what its spec asks for (CIS: `docker ps --all`).
+			sf := ReadSpec(ctr.ID, ctr.Runtime.Name, spec, hostns.Stat)
+			f.Spec = &sf
+		}
 		out = append(out, f)
 	}
 	return out, nil
@@ -137,10 +150,10 @@ func isLive(s tasktypes.Status) bool {
 
 // CreatesNamespace tells whether spec asks for a new namespace of type t
 // (an entry without a path) and names no parent container: neither
-// nsiso/parent nor, for a container of a Kubernetes pod, the pod sandbox.
-// Such a container is the likely creator of a namespace others share; a
-// child's spec may ask for a new namespace that nsiso then replaces with
-// its parent's, so it never counts.
+// nsiso/parent nor, for a container of a Kubernetes pod, the pod sandbox,
+// as specmod reads them. Such a container is the likely creator of a
+// namespace others share; a child's spec may ask for a new namespace that
+// nsiso then replaces with its parent's, so it never counts.
 func CreatesNamespace(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
 	if spec == nil || spec.Linux == nil || namesParent(spec.Annotations) {
 		return false
@@ -153,11 +166,12 @@ func CreatesNamespace(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
 	return false
 }
 
+// namesParent asks specmod who the parent is. Annotations nsiso would
+// refuse name none: under nsiso such a container never starts, and under
+// another runtime they mean nothing.
 func namesParent(ann map[string]string) bool {
-	if ann[specmod.AnnotationParent] != "" {
-		return true
-	}
-	return ann[specmod.AnnotationCRIContainerType] == "container" && ann[specmod.AnnotationCRISandboxID] != ""
+	r, err := specmod.ParseRequest("", ann)
+	return err == nil && r.Nested()
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

@@ -15,7 +15,7 @@ import (
 )
 
 // errGone says that a task's init exited while it was being read; such a
-// container is reported as stopped rather than failing the audit.
+// container is reported by its spec rather than failing the audit.
 var errGone = errors.New("process exited")
 
 // procInfo is what the kernel tells about one init process.

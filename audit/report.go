@@ -19,24 +19,41 @@ const (
 	ExitError = 2
 )
 
-// ShmText is the ShmSize column of a record.
+// ShmText is the ShmSize column of a record. A spec tells whose /dev/shm a
+// container would see but not how big it would be (a runtime may resize
+// it), so a record from a spec shows only "host", "none" or "-".
 func ShmText(r Record) string {
 	switch {
-	case r.IPCMode == ModeStopped:
-		return "-"
 	case r.ShmSource == ShmHost:
 		return "host"
-	case r.ShmSource == ShmNone, r.ShmSize <= 0:
+	case r.ShmSource == ShmNone:
+		return "none"
+	case r.Source == SourceSpec:
+		return "-"
+	case r.ShmSize <= 0:
 		return "none"
 	}
 	return specmod.FormatSize(r.ShmSize)
 }
 
 // Line renders a record as one line of the text report, in the CIS
-// benchmark's "<id>: IpcMode=<mode>" style.
+// benchmark's "<id>: IpcMode=<mode>" style, with the Kubernetes pod and
+// container when there is one, and "(from spec)" when the modes are what
+// the spec of a container without a live task asks for.
 func Line(r Record) string {
-	return fmt.Sprintf("%s/%s: IpcMode=%s PidMode=%s ShmSize=%s Runtime=%s",
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s/%s: IpcMode=%s PidMode=%s ShmSize=%s Runtime=%s",
 		r.Namespace, r.ID, r.IPCMode, r.PIDMode, ShmText(r), r.Runtime)
+	if p := r.Pod(); !p.IsZero() {
+		fmt.Fprintf(&b, " Pod=%s", p)
+		if c := p.ContainerText(); c != "" {
+			fmt.Fprintf(&b, " Container=%s", c)
+		}
+	}
+	if r.Source == SourceSpec {
+		b.WriteString(" (from spec)")
+	}
+	return b.String()
 }
 
 // WriteText writes one Line per record.
@@ -67,11 +84,17 @@ func WriteJSON(w io.Writer, recs []Record) error {
 // Finding is a container that breaks a rule.
 type Finding struct {
 	Namespace, ID string
+	// Pod is the container's Kubernetes pod, if any.
+	Pod Pod
+	// FromSpec is set for a container without a live task, whose spec asks
+	// for what it would share.
+	FromSpec bool
 	// HostIPC and HostShm break CIS 5.16, HostPID CIS 5.15.
 	HostIPC, HostShm, HostPID bool
 }
 
-// String names the container and what it shares, for one line on stderr.
+// String names the container (and its pod) and what it shares, for one
+// line on stderr.
 func (f Finding) String() string {
 	var parts []string
 	switch {
@@ -85,18 +108,36 @@ func (f Finding) String() string {
 	if f.HostPID {
 		parts = append(parts, "the host's PID namespace (CIS Docker Benchmark 5.15)")
 	}
-	return fmt.Sprintf("%s/%s shares %s", f.Namespace, f.ID, strings.Join(parts, " and "))
+	who := f.Namespace + "/" + f.ID
+	if !f.Pod.IsZero() {
+		who += " (pod " + f.Pod.String()
+		switch c := f.Pod.ContainerText(); {
+		case f.Pod.Kind == KindSandbox:
+			who += ", sandbox"
+		case c != "":
+			who += ", container " + c
+		}
+		who += ")"
+	}
+	shares := strings.Join(parts, " and ")
+	if f.FromSpec {
+		return fmt.Sprintf("%s has no running task; its spec shares %s", who, shares)
+	}
+	return fmt.Sprintf("%s shares %s", who, shares)
 }
 
 // Findings lists the records that share the host's IPC namespace or
 // /dev/shm, and with checkPID also those that share its PID namespace, in
-// the records' order. Stopped containers share nothing.
+// the records' order. A container without a live task counts by what its
+// spec asks for: starting it would share the same.
 func Findings(recs []Record, checkPID bool) []Finding {
 	var out []Finding
 	for _, r := range recs {
 		f := Finding{
 			Namespace: r.Namespace,
 			ID:        r.ID,
+			Pod:       r.Pod(),
+			FromSpec:  r.Source == SourceSpec,
 			HostIPC:   r.IPCMode == ModeHost,
 			HostShm:   r.ShmSource == ShmHost,
 			HostPID:   checkPID && r.PIDMode == ModeHost,

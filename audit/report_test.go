@@ -19,8 +19,18 @@ func TestLine(t *testing.T) {
 			"default/kid: IpcMode=container:web PidMode=container:web ShmSize=64Mi Runtime=io.containerd.nsiso.v1"},
 		{Record{Namespace: "k8s.io", ID: "x", IPCMode: "host", PIDMode: "host", ShmSource: ShmHost, Runtime: "io.containerd.runc.v2"},
 			"k8s.io/x: IpcMode=host PidMode=host ShmSize=host Runtime=io.containerd.runc.v2"},
-		{Record{Namespace: "default", ID: "old", IPCMode: ModeStopped, PIDMode: ModeStopped, Runtime: "io.containerd.runc.v2"},
-			"default/old: IpcMode=stopped PidMode=stopped ShmSize=- Runtime=io.containerd.runc.v2"},
+		{Record{Namespace: "default", ID: "old", IPCMode: "private", PIDMode: "private", ShmSource: ShmOwn, Runtime: "io.containerd.runc.v2", Source: SourceSpec},
+			"default/old: IpcMode=private PidMode=private ShmSize=- Runtime=io.containerd.runc.v2 (from spec)"},
+		{Record{Namespace: "default", ID: "hostold", IPCMode: "host", PIDMode: "host", ShmSource: ShmHost, Runtime: "r", Source: SourceSpec},
+			"default/hostold: IpcMode=host PidMode=host ShmSize=host Runtime=r (from spec)"},
+		{Record{Namespace: "default", ID: "bareold", IPCMode: "unknown", PIDMode: "unknown", ShmSource: ShmNone, Runtime: "r", Source: SourceSpec},
+			"default/bareold: IpcMode=unknown PidMode=unknown ShmSize=none Runtime=r (from spec)"},
+		{Record{Namespace: "k8s.io", ID: "0f57", IPCMode: "host", PIDMode: "private", ShmSource: ShmHost, Runtime: "r", Source: SourceKernel,
+			PodNamespace: "team-x", PodName: "hostipc-pod", Sandbox: true},
+			"k8s.io/0f57: IpcMode=host PidMode=private ShmSize=host Runtime=r Pod=team-x/hostipc-pod Container=(sandbox)"},
+		{Record{Namespace: "k8s.io", ID: "9a1c", IPCMode: "host", PIDMode: "private", ShmSource: ShmHost, Runtime: "r", Source: SourceSpec,
+			PodNamespace: "team-x", PodName: "hostipc-pod", ContainerName: "app"},
+			"k8s.io/9a1c: IpcMode=host PidMode=private ShmSize=host Runtime=r Pod=team-x/hostipc-pod Container=app (from spec)"},
 		{Record{Namespace: "default", ID: "bare", IPCMode: "private", PIDMode: "private", ShmSource: ShmNone, Runtime: "r"},
 			"default/bare: IpcMode=private PidMode=private ShmSize=none Runtime=r"},
 		{Record{Namespace: "default", ID: "odd", IPCMode: "private", PIDMode: "private", ShmSize: 1536 << 10, ShmSource: ShmOwn, Runtime: "r"},
@@ -38,12 +48,12 @@ func TestWriteText(t *testing.T) {
 	var b bytes.Buffer
 	recs := []Record{
 		{Namespace: "a", ID: "1", IPCMode: "private", PIDMode: "private", ShmSize: 1 << 20, ShmSource: ShmOwn, Runtime: "r"},
-		{Namespace: "a", ID: "2", IPCMode: ModeStopped, PIDMode: ModeStopped, Runtime: "r"},
+		{Namespace: "a", ID: "2", IPCMode: "container:1", PIDMode: ModePrivate, ShmSource: "container:1", Runtime: "r", Source: SourceSpec},
 	}
 	if err := WriteText(&b, recs); err != nil {
 		t.Fatal(err)
 	}
-	want := "a/1: IpcMode=private PidMode=private ShmSize=1Mi Runtime=r\na/2: IpcMode=stopped PidMode=stopped ShmSize=- Runtime=r\n"
+	want := "a/1: IpcMode=private PidMode=private ShmSize=1Mi Runtime=r\na/2: IpcMode=container:1 PidMode=private ShmSize=- Runtime=r (from spec)\n"
 	if b.String() != want {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}
@@ -57,7 +67,8 @@ func TestWriteJSON(t *testing.T) {
 	}
 	b.Reset()
 	r := Record{Namespace: "n", ID: "i", IPCMode: "container:o", PIDMode: "private", ShmSize: 5, ShmSource: "container:o",
-		Runtime: "rt", Pid: 7, IPCNamespace: 8, PIDNamespace: 9, Status: "running"}
+		Runtime: "rt", Pid: 7, IPCNamespace: 8, PIDNamespace: 9, Status: "running", Source: "kernel",
+		PodNamespace: "team-x", PodName: "web-0", ContainerName: "app", Sandbox: false}
 	if err := WriteJSON(&b, []Record{r}); err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +79,7 @@ func TestWriteJSON(t *testing.T) {
 	want := map[string]any{
 		"namespace": "n", "id": "i", "ipcMode": "container:o", "pidMode": "private", "shmSize": 5.0,
 		"shmSource": "container:o", "runtime": "rt", "pid": 7.0, "ipcNamespace": 8.0, "pidNamespace": 9.0, "status": "running",
+		"source": "kernel", "podNamespace": "team-x", "podName": "web-0", "containerName": "app", "sandbox": false,
 	}
 	if len(got) != 1 || len(got[0]) != len(want) {
 		t.Fatalf("got %v, want one object with the fields of %v", got, want)
@@ -81,7 +93,12 @@ func TestWriteJSON(t *testing.T) {
 
 func TestFindingsAndExitStatus(t *testing.T) {
 	rec := func(id, ipc, pid, shm string) Record {
-		return Record{Namespace: "default", ID: id, IPCMode: ipc, PIDMode: pid, ShmSource: shm}
+		return Record{Namespace: "default", ID: id, IPCMode: ipc, PIDMode: pid, ShmSource: shm, Source: SourceKernel}
+	}
+	fromSpec := func(r Record) Record { r.Source = SourceSpec; return r }
+	inPod := func(r Record, ns, pod, ctr string) Record {
+		r.Namespace, r.PodNamespace, r.PodName, r.ContainerName, r.Sandbox = "k8s.io", ns, pod, ctr, ctr == ""
+		return r
 	}
 	for _, tc := range []struct {
 		name     string
@@ -93,7 +110,18 @@ func TestFindingsAndExitStatus(t *testing.T) {
 		{"nobody shares", []Record{rec("a", "private", "private", ShmOwn), rec("b", "container:a", "container:a", "container:a")}, true,
 			nil, ExitCompliant},
 		{"no containers", nil, true, nil, ExitCompliant},
-		{"stopped never offends", []Record{rec("s", ModeStopped, ModeStopped, "")}, true, nil, ExitCompliant},
+		{"a spec that shares nothing", []Record{fromSpec(rec("s", "private", "private", ShmOwn))}, true, nil, ExitCompliant},
+		{"unknown does not offend", []Record{fromSpec(rec("u", ModeUnknown, ModeUnknown, ShmUnknown))}, true, nil, ExitCompliant},
+		{"a spec that shares offends", []Record{fromSpec(rec("s", "host", "host", ShmHost))}, true,
+			[]string{"default/s has no running task; its spec shares the host's IPC namespace and /dev/shm (CIS Docker Benchmark 5.16) and the host's PID namespace (CIS Docker Benchmark 5.15)"}, ExitNonCompliant},
+		{"pod sandbox and container are named", []Record{
+			inPod(rec("sb", "host", "private", ShmHost), "team-x", "hostipc-pod", ""),
+			fromSpec(inPod(rec("c", "host", "private", ShmHost), "team-x", "hostipc-pod", "app")),
+			inPod(rec("ok", "private", "private", ShmOwn), "team-x", "hostipc-pod", "ok")}, false,
+			[]string{
+				"k8s.io/sb (pod team-x/hostipc-pod, sandbox) shares the host's IPC namespace and /dev/shm (CIS Docker Benchmark 5.16)",
+				"k8s.io/c (pod team-x/hostipc-pod, container app) has no running task; its spec shares the host's IPC namespace and /dev/shm (CIS Docker Benchmark 5.16)",
+			}, ExitNonCompliant},
 		{"host IPC", []Record{rec("x", "host", "private", ShmOwn)}, false,
 			[]string{"default/x shares the host's IPC namespace (CIS Docker Benchmark 5.16)"}, ExitNonCompliant},
 		{"host IPC and /dev/shm", []Record{rec("x", "host", "private", ShmHost)}, false,

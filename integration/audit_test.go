@@ -6,15 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -27,17 +30,22 @@ import (
 // strictly so that a renamed or added field fails the test: the names are
 // the command's interface.
 type auditRecord struct {
-	Namespace    string `json:"namespace"`
-	ID           string `json:"id"`
-	IPCMode      string `json:"ipcMode"`
-	PIDMode      string `json:"pidMode"`
-	ShmSize      int64  `json:"shmSize"`
-	ShmSource    string `json:"shmSource"`
-	Runtime      string `json:"runtime"`
-	Pid          uint32 `json:"pid"`
-	IPCNamespace uint64 `json:"ipcNamespace"`
-	PIDNamespace uint64 `json:"pidNamespace"`
-	Status       string `json:"status"`
+	Namespace     string `json:"namespace"`
+	ID            string `json:"id"`
+	IPCMode       string `json:"ipcMode"`
+	PIDMode       string `json:"pidMode"`
+	ShmSize       int64  `json:"shmSize"`
+	ShmSource     string `json:"shmSource"`
+	Runtime       string `json:"runtime"`
+	Pid           uint32 `json:"pid"`
+	IPCNamespace  uint64 `json:"ipcNamespace"`
+	PIDNamespace  uint64 `json:"pidNamespace"`
+	Status        string `json:"status"`
+	Source        string `json:"source"`
+	PodNamespace  string `json:"podNamespace"`
+	PodName       string `json:"podName"`
+	ContainerName string `json:"containerName"`
+	Sandbox       bool   `json:"sandbox"`
 }
 
 type auditResult struct {
@@ -107,19 +115,30 @@ func (r auditResult) lines(t *testing.T, ns string, ids ...string) map[string]st
 
 func (r auditResult) records(t *testing.T) map[string]auditRecord {
 	t.Helper()
+	return r.recordsIn(t, testNS)
+}
+
+// recordsIn returns the records of containerd namespace ns by ID.
+func (r auditResult) recordsIn(t *testing.T, ns string) map[string]auditRecord {
+	t.Helper()
+	m := map[string]auditRecord{}
+	for _, rec := range r.allRecords(t) {
+		if rec.Namespace == ns {
+			m[rec.ID] = rec
+		}
+	}
+	return m
+}
+
+func (r auditResult) allRecords(t *testing.T) []auditRecord {
+	t.Helper()
 	dec := json.NewDecoder(strings.NewReader(r.stdout))
 	dec.DisallowUnknownFields()
 	var recs []auditRecord
 	if err := dec.Decode(&recs); err != nil {
 		t.Fatalf("decode JSON report: %v\n%s", err, r.stdout)
 	}
-	m := map[string]auditRecord{}
-	for _, rec := range recs {
-		if rec.Namespace == testNS {
-			m[rec.ID] = rec
-		}
-	}
-	return m
+	return recs
 }
 
 // nsInode is the inode of a process's namespace, as the host sees it.
@@ -151,6 +170,10 @@ func TestAudit(t *testing.T) {
 	want := map[string]string{} // id → expected text line
 	line := func(id, ipc, pid, shm, runtime string) {
 		want[id] = fmt.Sprintf("%s/%s: IpcMode=%s PidMode=%s ShmSize=%s Runtime=%s", testNS, id, ipc, pid, shm, runtime)
+	}
+	specLine := func(id, ipc, pid, shm, runtime string) {
+		line(id, ipc, pid, shm, runtime)
+		want[id] += " (from spec)"
 	}
 
 	// The owners' IDs sort after their members' so that an owner chosen by
@@ -190,11 +213,18 @@ func TestAudit(t *testing.T) {
 		ts, err := st.t.Status(s.ctx)
 		return err == nil && ts.Status == "stopped"
 	})
-	line(st.id, "stopped", "stopped", "-", nsisoRuntime)
+	specLine(st.id, "private", "private", "-", nsisoRuntime)
 	nt := &task{id: newID("aud-notask")}
 	nt.c = s.newContainer(t, nt.id, spec{runtime: runcRuntime})
 	t.Cleanup(func() { s.remove(t, nt) })
-	line(nt.id, "stopped", "stopped", "-", runcRuntime)
+	specLine(nt.id, "private", "private", "-", runcRuntime)
+	// A child whose parent is running, never started: its spec joins the
+	// parent, as nsiso would make it.
+	nk := &task{id: newID("aud-kid-notask")}
+	nk.c = s.newContainer(t, nk.id, spec{ann: ann(specmod.AnnotationIPCMode, "share-parent",
+		specmod.AnnotationPIDMode, "share-parent", specmod.AnnotationParent, np.id)})
+	t.Cleanup(func() { s.remove(t, nk) })
+	specLine(nk.id, "container:"+np.id, "container:"+np.id, "-", nsisoRuntime)
 
 	ids := make([]string, 0, len(want))
 	for id := range want {
@@ -252,7 +282,7 @@ func TestAudit(t *testing.T) {
 		pidOf := func(x *task) uint64 { return inodeOf(t, s.ns(t, x, "pid")) }
 		running := func(x *task, ipcMode, pidMode string, shm int64, src, runtime string, ipcNS, pidNS uint64) auditRecord {
 			return auditRecord{Namespace: testNS, ID: x.id, IPCMode: ipcMode, PIDMode: pidMode, ShmSize: shm, ShmSource: src,
-				Runtime: runtime, Pid: x.t.Pid(), IPCNamespace: ipcNS, PIDNamespace: pidNS, Status: "running"}
+				Runtime: runtime, Pid: x.t.Pid(), IPCNamespace: ipcNS, PIDNamespace: pidNS, Status: "running", Source: "kernel"}
 		}
 		wantRecs := []auditRecord{
 			running(rc, "private", "private", 64<<20, "own", runcRuntime, ipcOf(rc), pidOf(rc)),
@@ -261,9 +291,11 @@ func TestAudit(t *testing.T) {
 			running(uk, "container:"+rc.id, "private", 96<<20, "own", nsisoRuntime, ipcOf(rc), pidOf(uk)),
 			running(jn, "container:"+rc.id, "private", 64<<20, "own", runcRuntime, ipcOf(rc), pidOf(jn)),
 			{Namespace: testNS, ID: cr.id, IPCMode: "private", PIDMode: "private", ShmSize: 64 << 20, ShmSource: "own", Runtime: runcRuntime,
-				Pid: cr.t.Pid(), IPCNamespace: nsInode(t, cr.t.Pid(), "ipc"), PIDNamespace: nsInode(t, cr.t.Pid(), "pid"), Status: "created"},
-			{Namespace: testNS, ID: st.id, IPCMode: "stopped", PIDMode: "stopped", Runtime: nsisoRuntime, Status: "stopped"},
-			{Namespace: testNS, ID: nt.id, IPCMode: "stopped", PIDMode: "stopped", Runtime: runcRuntime, Status: "stopped"},
+				Pid: cr.t.Pid(), IPCNamespace: nsInode(t, cr.t.Pid(), "ipc"), PIDNamespace: nsInode(t, cr.t.Pid(), "pid"), Status: "created", Source: "kernel"},
+			{Namespace: testNS, ID: st.id, IPCMode: "private", PIDMode: "private", ShmSource: "own", Runtime: nsisoRuntime, Status: "stopped", Source: "spec"},
+			{Namespace: testNS, ID: nt.id, IPCMode: "private", PIDMode: "private", ShmSource: "own", Runtime: runcRuntime, Status: "stopped", Source: "spec"},
+			{Namespace: testNS, ID: nk.id, IPCMode: "container:" + np.id, PIDMode: "container:" + np.id, ShmSource: "container:" + np.id,
+				Runtime: nsisoRuntime, Status: "stopped", Source: "spec"},
 		}
 		for _, w := range wantRecs {
 			if got := recs[w.ID]; got != w {
@@ -325,6 +357,84 @@ func TestAudit(t *testing.T) {
 		hp.t = nil
 	})
 
+	// What a container without a live task would share counts like what a
+	// running one shares: the benchmark checks `docker ps --all`.
+	t.Run("host IPC running, stopped and never started", func(t *testing.T) {
+		hostIPC := spec{runtime: runcRuntime, opts: []oci.SpecOpts{oci.WithHostNamespace(specs.IPCNamespace)}}
+		run := s.start(t, newID("aud-hipc-run"), hostIPC)
+		stop := s.start(t, newID("aud-hipc-stop"), hostIPC)
+		wait, err := stop.t.Wait(s.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stop.t.Kill(s.ctx, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-wait // the task stays, stopped
+		never := &task{id: newID("aud-hipc-never")}
+		never.c = s.newContainer(t, never.id, hostIPC)
+		t.Cleanup(func() { s.remove(t, never) })
+		// nsiso's share-parent at the top level is the host's IPC namespace
+		// and /dev/shm; its task deleted, only the spec says so.
+		nsh := s.start(t, newID("aud-hipc-nsiso"), spec{config: s.lenient, ann: ann(specmod.AnnotationIPCMode, "share-parent")})
+		if _, err := nsh.t.Delete(s.ctx, client.WithProcessKill); err != nil {
+			t.Fatal(err)
+		}
+		nsh.t = nil
+		ids = append(ids, run.id, stop.id, never.id, nsh.id)
+		hostWant := map[string]string{
+			run.id:   fmt.Sprintf("%s/%s: IpcMode=host PidMode=private ShmSize=64Mi Runtime=%s", testNS, run.id, runcRuntime),
+			stop.id:  fmt.Sprintf("%s/%s: IpcMode=host PidMode=private ShmSize=- Runtime=%s (from spec)", testNS, stop.id, runcRuntime),
+			never.id: fmt.Sprintf("%s/%s: IpcMode=host PidMode=private ShmSize=- Runtime=%s (from spec)", testNS, never.id, runcRuntime),
+			nsh.id:   fmt.Sprintf("%s/%s: IpcMode=host PidMode=private ShmSize=host Runtime=%s (from spec)", testNS, nsh.id, nsisoRuntime),
+		}
+		offenders := map[string]string{
+			run.id:   "shares the host's IPC namespace (CIS Docker Benchmark 5.16)",
+			stop.id:  "has no running task; its spec shares the host's IPC namespace (CIS Docker Benchmark 5.16)",
+			never.id: "has no running task; its spec shares the host's IPC namespace (CIS Docker Benchmark 5.16)",
+			nsh.id:   "has no running task; its spec shares the host's IPC namespace and /dev/shm (CIS Docker Benchmark 5.16)",
+		}
+		var wantErr string
+		for _, id := range slices.Sorted(maps.Keys(offenders)) {
+			wantErr += fmt.Sprintf("nsiso audit: %s/%s %s\n", testNS, id, offenders[id])
+		}
+
+		r := s.audit(t)
+		assertLines(t, r, hostWant)
+		assertLines(t, r, want)
+		if r.code != 1 || r.stderr != wantErr {
+			t.Errorf("exit %d, stderr:\n%s\nwant 1 and:\n%s", r.code, r.stderr, wantErr)
+		}
+
+		j := checkMetricsMatchJSON(t, "audit", "--address", s.ctd.Address(), "--namespace", testNS)
+		recs := j.records(t)
+		for _, w := range []auditRecord{
+			{Namespace: testNS, ID: stop.id, IPCMode: "host", PIDMode: "private", ShmSource: "own", Runtime: runcRuntime, Status: "stopped", Source: "spec"},
+			{Namespace: testNS, ID: never.id, IPCMode: "host", PIDMode: "private", ShmSource: "own", Runtime: runcRuntime, Status: "stopped", Source: "spec"},
+			{Namespace: testNS, ID: nsh.id, IPCMode: "host", PIDMode: "private", ShmSource: "host", Runtime: nsisoRuntime, Status: "stopped", Source: "spec"},
+		} {
+			if got := recs[w.ID]; got != w {
+				t.Errorf("record of %s:\n got %+v\nwant %+v", w.ID, got, w)
+			}
+		}
+		if got := recs[run.id]; got.IPCMode != "host" || got.Source != "kernel" || got.IPCNamespace != nsInode(t, uint32(os.Getpid()), "ipc") {
+			t.Errorf("running host IPC sharer: %+v", got)
+		}
+
+		mfs := checkOutputFile(t, 1, "audit", "--address", s.ctd.Address(), "--namespace", testNS)
+		if got := familyValues(mfs, "nsiso_audit_host_ipc_sharing"); len(got) != 4 {
+			t.Errorf("--output file lists %d host IPC sharers, want 4: %v", len(got), got)
+		}
+
+		for _, x := range []*task{run, stop, never, nsh} {
+			s.remove(t, x)
+			x.t = nil
+		}
+		if r := s.audit(t, "--pid"); r.code != 0 || r.stderr != "" {
+			t.Errorf("all removed: exit %d, stderr %q; want 0", r.code, r.stderr)
+		}
+	})
+
 	t.Run("compliant again", func(t *testing.T) {
 		r := s.audit(t, "--pid")
 		assertLines(t, r, want)
@@ -334,9 +444,15 @@ func TestAudit(t *testing.T) {
 	})
 
 	t.Run("errors", func(t *testing.T) {
-		r := runAudit(t, nil, "audit", "--address", filepath.Join(t.TempDir(), "none.sock"))
+		none := filepath.Join(t.TempDir(), "none.sock")
+		r := runAudit(t, nil, "audit", "--address", none)
 		if r.code != 2 || !strings.Contains(r.stderr, "no such file or directory") {
 			t.Errorf("missing socket: exit %d, stderr %q; want 2 and the reason", r.code, r.stderr)
+		}
+		// Monitoring sees the failure in the file, not the last good one.
+		mfs := checkOutputFile(t, 2, "audit", "--address", none)
+		if got := familyValues(mfs, "nsiso_audit_success"); got["{}"] != 0 || len(mfs) != 3 {
+			t.Errorf("failed audit: success %v and %d families, want 0 and 3 (success, time, duration)", got, len(mfs))
 		}
 		r = s.audit(t) // a valid namespace, for contrast with a typo
 		if r.code != 0 {
@@ -407,10 +523,11 @@ func TestAuditCRIPods(t *testing.T) {
 			if tc.pid == runtimeapi.NamespaceMode_POD {
 				kidPID = "container:" + sb
 			}
+			podName := "default/" + p.name
 			want := map[string]string{
-				sb: fmt.Sprintf("%s/%s: IpcMode=private PidMode=private ShmSize=%s Runtime=%s", criNS, sb, tc.shm, tc.runtime),
-				a:  fmt.Sprintf("%s/%s: IpcMode=container:%s PidMode=%s ShmSize=%s Runtime=%s", criNS, a, sb, kidPID, tc.shm, tc.runtime),
-				b:  fmt.Sprintf("%s/%s: IpcMode=container:%s PidMode=%s ShmSize=%s Runtime=%s", criNS, b, sb, kidPID, tc.shm, tc.runtime),
+				sb: fmt.Sprintf("%s/%s: IpcMode=private PidMode=private ShmSize=%s Runtime=%s Pod=%s Container=(sandbox)", criNS, sb, tc.shm, tc.runtime, podName),
+				a:  fmt.Sprintf("%s/%s: IpcMode=container:%s PidMode=%s ShmSize=%s Runtime=%s Pod=%s Container=a", criNS, a, sb, kidPID, tc.shm, tc.runtime, podName),
+				b:  fmt.Sprintf("%s/%s: IpcMode=container:%s PidMode=%s ShmSize=%s Runtime=%s Pod=%s Container=b", criNS, b, sb, kidPID, tc.shm, tc.runtime, podName),
 			}
 			r := runAudit(t, nil, "audit", "--address", c.ctd.Address(), "--namespace", criNS, "--pid")
 			got := r.lines(t, criNS, sb, a, b)
@@ -427,4 +544,158 @@ func TestAuditCRIPods(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A hostIPC pod is flagged running, stopped, and with a container created
+// and never started, by its Kubernetes names; a private pod never is.
+func TestAuditCRIHostIPCPod(t *testing.T) {
+	c := setupCRI(t)
+	ctx := context.Background()
+	// The plain runc handler: nsiso's example policy refuses hostIPC, and
+	// the audit covers every runtime. It is labelled as the kubelet does;
+	// the private pod (nsiso's handler) carries only what containerd's CRI
+	// writes into its specs, as from crictl.
+	hp := pod{name: newPodName("hostipc-pod"), namespace: "team-x", handler: "runc", ipc: runtimeapi.NamespaceMode_NODE, kubelet: true}
+	pp := pod{name: newPodName("private-pod"), namespace: "team-y", handler: "nsiso"}
+	hsb, err := c.runPod(t, hp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	happ := c.startContainer(t, hsb, hp, "app", nil)
+	hidle, err := c.createContainer(hsb, hp, "idle", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	psb, err := c.runPod(t, pp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	papp := c.startContainer(t, psb, pp, "app", nil)
+	pidle, err := c.createContainer(psb, pp, "idle", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ns(t, happ, "ipc"); got != hostNS(t, "ipc") {
+		t.Fatalf("hostIPC pod's container in IPC namespace %s, host's %s", got, hostNS(t, "ipc"))
+	}
+
+	hpod, ppod := "team-x/"+hp.name, "team-y/"+pp.name
+	// Both pods have a pod-wide PID namespace (Kubernetes' default is
+	// CRI's POD mode), which the sandbox owns.
+	ln := func(id, ipc, shm, runtime, podName, ctr string, fromSpec bool) string {
+		pid := "private"
+		if ctr != "(sandbox)" {
+			pid = "container:" + map[string]string{hpod: hsb, ppod: psb}[podName]
+		}
+		l := fmt.Sprintf("%s/%s: IpcMode=%s PidMode=%s ShmSize=%s Runtime=%s Pod=%s Container=%s", criNS, id, ipc, pid, shm, runtime, podName, ctr)
+		if fromSpec {
+			l += " (from spec)"
+		}
+		return l
+	}
+	hostLines := func(appRunning, sbRunning bool) map[string]string {
+		return map[string]string{
+			hsb:   ln(hsb, "host", "host", runcRuntime, hpod, "(sandbox)", !sbRunning),
+			happ:  ln(happ, "host", "host", runcRuntime, hpod, "app", !appRunning),
+			hidle: ln(hidle, "host", "host", runcRuntime, hpod, "idle", true),
+		}
+	}
+	offenders := func(appRunning, sbRunning bool) string {
+		msg := map[string]string{
+			hsb:   fmt.Sprintf("%s/%s (pod %s, sandbox) ", criNS, hsb, hpod),
+			happ:  fmt.Sprintf("%s/%s (pod %s, container app) ", criNS, happ, hpod),
+			hidle: fmt.Sprintf("%s/%s (pod %s, container idle) ", criNS, hidle, hpod),
+		}
+		running := map[string]bool{hsb: sbRunning, happ: appRunning}
+		var out string
+		for _, id := range slices.Sorted(maps.Keys(msg)) {
+			if !running[id] {
+				msg[id] += "has no running task; its spec "
+			}
+			out += "nsiso audit: " + msg[id] + "shares the host's IPC namespace and /dev/shm (CIS Docker Benchmark 5.16)\n"
+		}
+		return out
+	}
+	check := func(t *testing.T, want map[string]string, wantErr string, wantCode int, args ...string) auditResult {
+		t.Helper()
+		r := runAudit(t, nil, append([]string{"audit", "--address", c.ctd.Address(), "--namespace", criNS}, args...)...)
+		ids := slices.Collect(maps.Keys(want))
+		got := r.lines(t, criNS, ids...)
+		for id, w := range want {
+			if got[id] != w {
+				t.Errorf("line of %s:\n got %q\nwant %q", id, got[id], w)
+			}
+		}
+		if r.code != wantCode || r.stderr != wantErr {
+			t.Errorf("exit %d, stderr:\n%s\nwant %d and:\n%s", r.code, r.stderr, wantCode, wantErr)
+		}
+		t.Logf("nsiso audit %s:\n%s%s", strings.Join(args, " "), r.stdout, r.stderr)
+		return r
+	}
+
+	t.Run("running", func(t *testing.T) {
+		sbShm := "256Mi" // examples/nsiso.toml's default_container_shm_size
+		want := hostLines(true, true)
+		want[psb] = ln(psb, "private", sbShm, nsisoRuntime, ppod, "(sandbox)", false)
+		want[papp] = ln(papp, "container:"+psb, sbShm, nsisoRuntime, ppod, "app", false)
+		want[pidle] = ln(pidle, "container:"+psb, "-", nsisoRuntime, ppod, "idle", true)
+		check(t, want, offenders(true, true), 1)
+
+		// --pod-namespace filters the report, not the analysis: the idle
+		// container still names its sandbox.
+		check(t, map[string]string{psb: want[psb], papp: want[papp], pidle: want[pidle]}, "", 0, "--pod-namespace", "team-y")
+		r := check(t, hostLines(true, true), offenders(true, true), 1, "--pod-namespace", "team-x")
+		if strings.Contains(r.stdout, pp.name) {
+			t.Errorf("--pod-namespace team-x reports team-y's pod:\n%s", r.stdout)
+		}
+		r = runAudit(t, nil, "audit", "--address", c.ctd.Address(), "--pod-namespace", "team-z")
+		if r.code != 0 || r.stdout != "" || r.stderr != "nsiso audit: no container of a pod in Kubernetes namespace \"team-z\"\n" {
+			t.Errorf("--pod-namespace without pods: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+
+		j := checkMetricsMatchJSON(t, "audit", "--address", c.ctd.Address(), "--namespace", criNS)
+		recs := j.recordsIn(t, criNS)
+		for id, w := range map[string]auditRecord{
+			hsb:   {PodNamespace: "team-x", PodName: hp.name, Sandbox: true, Source: "kernel", IPCMode: "host", ShmSource: "host"},
+			happ:  {PodNamespace: "team-x", PodName: hp.name, ContainerName: "app", Source: "kernel", IPCMode: "host", ShmSource: "host"},
+			hidle: {PodNamespace: "team-x", PodName: hp.name, ContainerName: "idle", Source: "spec", IPCMode: "host", ShmSource: "host"},
+			psb:   {PodNamespace: "team-y", PodName: pp.name, Sandbox: true, Source: "kernel", IPCMode: "private", ShmSource: "own"},
+			papp:  {PodNamespace: "team-y", PodName: pp.name, ContainerName: "app", Source: "kernel", IPCMode: "container:" + psb, ShmSource: "container:" + psb},
+			pidle: {PodNamespace: "team-y", PodName: pp.name, ContainerName: "idle", Source: "spec", IPCMode: "container:" + psb, ShmSource: "container:" + psb},
+		} {
+			got := recs[id]
+			if got.PodNamespace != w.PodNamespace || got.PodName != w.PodName || got.ContainerName != w.ContainerName ||
+				got.Sandbox != w.Sandbox || got.Source != w.Source || got.IPCMode != w.IPCMode || got.ShmSource != w.ShmSource {
+				t.Errorf("record of %s:\n got %+v\nwant %+v", id, got, w)
+			}
+		}
+	})
+
+	t.Run("container stopped", func(t *testing.T) {
+		for _, id := range []string{happ, papp} {
+			if _, err := c.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := hostLines(false, true)
+		want[papp] = ln(papp, "container:"+psb, "-", nsisoRuntime, ppod, "app", true)
+		check(t, want, offenders(false, true), 1)
+	})
+
+	t.Run("pod stopped", func(t *testing.T) {
+		for _, id := range []string{hsb, psb} {
+			if _, err := c.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The private pod's containers still name their sandbox, whatever
+		// process has its old pid now.
+		want := hostLines(false, false)
+		want[psb] = ln(psb, "private", "-", nsisoRuntime, ppod, "(sandbox)", true)
+		want[papp] = ln(papp, "container:"+psb, "-", nsisoRuntime, ppod, "app", true)
+		want[pidle] = ln(pidle, "container:"+psb, "-", nsisoRuntime, ppod, "idle", true)
+		check(t, want, offenders(false, false), 1)
+		check(t, map[string]string{psb: want[psb], papp: want[papp], pidle: want[pidle]}, "", 0, "--pod-namespace", "team-y")
+		checkMetricsMatchJSON(t, "audit", "--address", c.ctd.Address(), "--namespace", criNS)
+	})
 }

@@ -181,6 +181,30 @@ type pod struct {
 	ann     map[string]string
 	ipc     runtimeapi.NamespaceMode
 	pid     runtimeapi.NamespaceMode
+	// namespace is the pod's Kubernetes namespace; empty is "default".
+	namespace string
+	// kubelet labels the pod and its containers as the kubelet does.
+	kubelet bool
+}
+
+func (p pod) k8sNamespace() string {
+	if p.namespace == "" {
+		return "default"
+	}
+	return p.namespace
+}
+
+// labels are the kubelet's labels (k8s.io/kubelet/pkg/types) for the pod's
+// sandbox, or with a name for one of its containers; nil unless kubelet.
+func (p pod) labels(container string) map[string]string {
+	if !p.kubelet {
+		return nil
+	}
+	l := map[string]string{"io.kubernetes.pod.namespace": p.k8sNamespace(), "io.kubernetes.pod.name": p.name, "io.kubernetes.pod.uid": p.name + "-uid"}
+	if container != "" {
+		l["io.kubernetes.container.name"] = container
+	}
+	return l
 }
 
 func (p pod) nsOptions() *runtimeapi.NamespaceOption {
@@ -189,9 +213,10 @@ func (p pod) nsOptions() *runtimeapi.NamespaceOption {
 
 func (p pod) config(logDir string) *runtimeapi.PodSandboxConfig {
 	return &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: p.name, Uid: p.name + "-uid", Namespace: "default"},
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: p.name, Uid: p.name + "-uid", Namespace: p.k8sNamespace()},
 		LogDirectory: filepath.Join(logDir, p.name),
 		Annotations:  p.ann,
+		Labels:       p.labels(""),
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
 			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: p.nsOptions()},
 		},
@@ -250,6 +275,7 @@ func (c *criSuite) createContainer(podID string, p pod, name string, ann map[str
 			Command:     []string{"sleep", "3600"},
 			LogPath:     name + ".log",
 			Annotations: ann,
+			Labels:      p.labels(name),
 			Linux: &runtimeapi.LinuxContainerConfig{
 				SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: p.nsOptions()},
 			},
