@@ -25,7 +25,7 @@ func TestNsisoTomlParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := c.Policy(); !p.DisallowHostIPC || !p.DisallowHostPID {
+	if p := c.Policy(); !p.DisallowHostIPC || !p.DisallowHostPID {
 		t.Errorf("the example must show the CIS defaults: %+v", p)
 	}
 }

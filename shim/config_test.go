@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,11 +16,12 @@ import (
 )
 
 func TestParseConfig(t *testing.T) {
+	known := "binary_name, default_container_shm_size, disallow_sharing_host_ipc_namespace, disallow_sharing_host_pid_namespace, max_container_shm_size, root, systemd_cgroup"
 	for _, tc := range []struct {
 		name    string
 		toml    string
 		want    specmod.Policy
-		wantErr string
+		wantErr string // the whole message
 	}{
 		{name: "empty means CIS defaults", want: specmod.Policy{DisallowHostIPC: true, DisallowHostPID: true}},
 		{name: "full", toml: `
@@ -33,28 +35,67 @@ max_container_shm_size = "8Gi"
 `, want: specmod.Policy{DefaultShmSize: 256 << 20, MaxShmSize: 8 << 30}},
 		{name: "CRI options table with ConfigPath and TypeUrl keys", toml: "TypeUrl = \"x\"\nConfigPath = \"\"\n",
 			want: specmod.Policy{DisallowHostIPC: true, DisallowHostPID: true}},
-		{name: "unknown key", toml: "disallow_sharing_host_ipc = false\n", wantErr: "unknown key"},
-		{name: "wrong type", toml: "disallow_sharing_host_ipc_namespace = \"no\"\n", wantErr: "disallow_sharing_host_ipc_namespace"},
-		{name: "bad size", toml: "default_container_shm_size = \"lots\"\n", wantErr: "default_container_shm_size"},
-		{name: "default over max", toml: "default_container_shm_size = \"2Gi\"\nmax_container_shm_size = \"1Gi\"\n", wantErr: "over max_container_shm_size"},
-		{name: "not toml", toml: "[[[", wantErr: "nsiso config test"},
+		{name: "a byte order mark is not part of the first key", toml: "\ufeffdisallow_sharing_host_pid_namespace = false\n",
+			want: specmod.Policy{DisallowHostIPC: true}},
+		{name: "unknown key", toml: "\n\ndisallow_sharing_host_ipc = false\n",
+			wantErr: `nsiso config test: line 3: unknown key "disallow_sharing_host_ipc" (known: ` + known + `)`},
+		{name: "unknown table", toml: "[plugins]\nx = 1\n",
+			wantErr: `nsiso config test: line 1: unknown key "plugins" (known: ` + known + `)`},
+		{name: "string for a boolean", toml: "disallow_sharing_host_ipc_namespace = \"no\"\n",
+			wantErr: `nsiso config test: line 1: disallow_sharing_host_ipc_namespace = "no": want true or false`},
+		{name: "array for a boolean", toml: "root = \"/r\"\ndisallow_sharing_host_ipc_namespace = [true]\n",
+			wantErr: `nsiso config test: line 2: disallow_sharing_host_ipc_namespace = [true]: want true or false`},
+		{name: "number for a string", toml: "binary_name = 3\n",
+			wantErr: `nsiso config test: line 1: binary_name = 3: want a quoted string`},
+		{name: "non-ASCII key is shown as written", toml: "dïsallow = true\n",
+			wantErr: `nsiso config test: line 1, column 2: expected character = (in "dïsallow = true")`},
+		{name: "bad size", toml: "default_container_shm_size = \"lots\"\n",
+			wantErr: `nsiso config test: default_container_shm_size: size "lots" does not start with a number`},
+		{name: "default over max", toml: "default_container_shm_size = \"2Gi\"\nmax_container_shm_size = \"1Gi\"\n",
+			wantErr: `nsiso config test: default_container_shm_size "2Gi" is over max_container_shm_size "1Gi"`},
+		{name: "empty binary_name", toml: "binary_name = \"\"\n",
+			wantErr: `nsiso config test: binary_name = "": name the runtime binary, or leave the key out for runc`},
+		{name: "relative root", toml: "root = \"run/runc\"\n",
+			wantErr: `nsiso config test: root = "run/runc": must be an absolute path (runc's state root, e.g. "/run/containerd/runc")`},
+		{name: "not toml", toml: "[[[",
+			wantErr: `nsiso config test: line 1, column 3: invalid character at start of key: [ (in "[[[")`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig("test", []byte(tc.toml))
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("got %v, want error containing %q", err, tc.wantErr)
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("got  %v\nwant %s", err, tc.wantErr)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := c.Policy()
-			if err != nil || p != tc.want {
-				t.Fatalf("policy = %+v, %v; want %+v", p, err, tc.want)
+			if p := c.Policy(); p != tc.want {
+				t.Fatalf("policy = %+v; want %+v", p, tc.want)
 			}
 		})
+	}
+}
+
+func TestLoadConfigRefuses(t *testing.T) {
+	dir := t.TempDir()
+	nested := filepath.Join(dir, "nested.toml")
+	if err := os.WriteFile(nested, []byte("ConfigPath = \"/etc/other.toml\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("# padding\n"), 200<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{nested, `nsiso config ` + nested + `: ConfigPath = "/etc/other.toml": belongs in containerd's runtime options, not in nsiso.toml`},
+		{"/dev/zero", `nsiso config: /dev/zero: not a regular file (a character device)`},
+		{big, `nsiso config: ` + big + `: file is larger than allowed (2048000 bytes, limit 1048576)`},
+	} {
+		if _, err := LoadConfig(tc.path); err == nil || err.Error() != tc.want {
+			t.Errorf("LoadConfig(%s):\n got %v\nwant %s", tc.path, err, tc.want)
+		}
 	}
 }
 
@@ -117,7 +158,7 @@ func TestLoadDefaultConfigMissingFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := c.Policy(); !p.DisallowHostIPC || !p.DisallowHostPID {
+	if p := c.Policy(); !p.DisallowHostIPC || !p.DisallowHostPID {
 		t.Fatalf("defaults must forbid host sharing: %+v", p)
 	}
 }
@@ -134,10 +175,7 @@ func FuzzParseConfig(f *testing.F) {
 		if err != nil {
 			return
 		}
-		p, err := c.Policy()
-		if err != nil {
-			t.Fatalf("accepted config has a bad policy: %v", err)
-		}
+		p := c.Policy()
 		if p.MaxShmSize > 0 && p.DefaultShmSize > p.MaxShmSize {
 			t.Fatalf("default %d over max %d accepted", p.DefaultShmSize, p.MaxShmSize)
 		}

@@ -25,14 +25,14 @@ type resolved struct {
 // ConfigPath; ConfigBody holding a CRI handler's whole options table).
 // runc.v2's options are taken too, so nsiso can stand in for runc.v2 in an
 // existing setup; policy then comes from the default config file.
-func resolveOptions(any *anypb.Any) (resolved, error) {
+func resolveOptions(a *anypb.Any) (resolved, error) {
 	var (
 		cfg *Config
 		ro  *options.Options
 		err error
 	)
-	if any.GetValue() != nil || any.GetTypeUrl() != "" {
-		v, err := typeurl.UnmarshalAny(any)
+	if a.GetValue() != nil || a.GetTypeUrl() != "" {
+		v, err := typeurl.UnmarshalAny(a)
 		if err != nil {
 			return resolved{}, fmt.Errorf("nsiso: runtime options: %w", err)
 		}
@@ -58,12 +58,8 @@ func resolveOptions(any *anypb.Any) (resolved, error) {
 			return resolved{}, err
 		}
 	}
-	p, err := cfg.Policy()
-	if err != nil {
-		return resolved{}, err
-	}
 	if ro == nil {
 		ro = cfg.RuncOptions()
 	}
-	return resolved{policy: p, runc: ro}, nil
+	return resolved{policy: cfg.Policy(), runc: ro}, nil
 }
