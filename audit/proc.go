@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsiso/nsiso/hostns"
+	"github.com/nsiso/nsiso/internal/procfs"
 )
 
 // errGone says that a task's init exited while it was being read; such a
@@ -86,7 +87,8 @@ func readStartTime(dir string) (uint64, error) {
 	if err != nil {
 		return 0, procErr(err)
 	}
-	return parseStartTime(string(data))
+	st, err := procfs.ParseStat(string(data))
+	return st.StartTime, err
 }
 
 // procErr turns the errors of a vanished process into errGone and explains
@@ -120,25 +122,4 @@ func parseNSpid(status string) (int, error) {
 		return n, nil
 	}
 	return 0, errors.New("no NSpid line")
-}
-
-// parseStartTime returns field 22 (starttime) of a /proc/<pid>/stat text.
-// The command name (field 2) may hold spaces and parentheses, so fields
-// are counted after its last ')'.
-func parseStartTime(stat string) (uint64, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed stat %q", stat)
-	}
-	f := strings.Fields(stat[i+1:])
-	// f[0] is field 3 (state), so field 22 is f[19].
-	const idx = 22 - 3
-	if len(f) <= idx {
-		return 0, fmt.Errorf("stat has %d fields, want at least 22", len(f)+2)
-	}
-	n, err := strconv.ParseUint(f[idx], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("stat starttime %q: %w", f[idx], err)
-	}
-	return n, nil
 }

@@ -30,29 +30,6 @@ func TestParseNSpid(t *testing.T) {
 	}
 }
 
-func TestParseStartTime(t *testing.T) {
-	// Fields 3 to 21, then starttime, then the rest.
-	const mid = " S 1 1 1 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 "
-	for _, tc := range []struct {
-		name, stat string
-		want       uint64
-		err        bool
-	}{
-		{"plain", "4242 (sleep)" + mid + "987654 1000 200 18446744073709551615", 987654, false},
-		{"command with spaces and parentheses", "4242 (a) b (c))" + mid + "55 1000", 55, false},
-		{"no command", "4242 sleep S 1", 0, true},
-		{"short", "4242 (sleep) S 1 1", 0, true},
-		{"not a number", "4242 (sleep)" + mid + "x 1", 0, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseStartTime(tc.stat)
-			if (err != nil) != tc.err || got != tc.want {
-				t.Errorf("parseStartTime = %d, %v; want %d, error %v", got, err, tc.want, tc.err)
-			}
-		})
-	}
-}
-
 // readProc on the test process itself: its namespaces are the ones
 // /proc/self/ns names and its NSpid ends in its own pid (it is not the init
 // of a container).

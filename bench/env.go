@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsiso/nsiso/internal/procfs"
 	"github.com/nsiso/nsiso/testenv"
 )
 
@@ -198,28 +198,23 @@ func (e *env) stopSleeper(s *sleeper) error {
 // that process's child, as it is for runc.v2-style shims (a subreaper), so
 // a grouped shim or a stale process cannot be mistaken for it.
 func shimOf(id string, initPID uint32) (int, error) {
-	ents, err := os.ReadDir("/proc")
+	pids, err := procfs.PIDs()
 	if err != nil {
-		return 0, fmt.Errorf("read /proc: %w", err)
+		return 0, err
 	}
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
+	for _, pid := range pids {
+		argv, err := procfs.Cmdline(pid)
+		if err != nil || len(argv) == 0 {
 			continue
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 		if !strings.HasPrefix(filepath.Base(argv[0]), "containerd-shim-") || !hasArg(argv, "-id", id) {
 			continue
 		}
-		ppid, err := parentPID(int(initPID))
+		st, err := procfs.ReadStat(int(initPID))
 		if err != nil {
 			return 0, err
 		}
-		if ppid != pid {
+		if ppid := st.PPID; ppid != pid {
 			return 0, fmt.Errorf("shim of %s is pid %d, but its init %d has parent %d", id, pid, initPID, ppid)
 		}
 		return pid, nil
@@ -234,24 +229,6 @@ func hasArg(argv []string, flag, value string) bool {
 		}
 	}
 	return false
-}
-
-// parentPID reads the ppid field of /proc/<pid>/stat.
-func parentPID(pid int) (int, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name may contain spaces; fields resume after the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	return strconv.Atoi(f[1])
 }
 
 // procStatusKB reads a "Key:   123 kB" line of /proc/<pid>/status or

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nsiso/nsiso/internal/procfs"
 	"github.com/nsiso/nsiso/testenv"
 )
 
@@ -144,19 +145,13 @@ func loadAvg() string {
 
 // otherDaemons counts running containerd daemons other than ours.
 func otherDaemons(ours int) int {
-	ents, _ := os.ReadDir("/proc")
+	pids, _ := procfs.PIDs()
 	n := 0
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == ours {
+	for _, pid := range pids {
+		if pid == ours {
 			continue
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-		if filepath.Base(argv0) == "containerd" {
+		if argv, err := procfs.Cmdline(pid); err == nil && len(argv) > 0 && filepath.Base(argv[0]) == "containerd" {
 			n++
 		}
 	}

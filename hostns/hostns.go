@@ -116,22 +116,6 @@ func (h *Checker) IsHostNamespace(t specs.LinuxNamespaceType, path string) (bool
 	return id == ref, nil
 }
 
-// IsHostShm tells whether source is the host's /dev/shm, through any bind.
-func (h *Checker) IsHostShm(source string) (bool, error) {
-	if filepath.Clean(source) == "/dev/shm" {
-		return true, nil
-	}
-	h.load()
-	if h.shmErr != nil {
-		return false, h.shmErr
-	}
-	id, err := Stat(source)
-	if err != nil {
-		return false, err
-	}
-	return id == h.shm, nil
-}
-
 // ExposesHostShm tells whether mounting source into a container (with its
 // submounts when recursive, as rbind does) shows the host's /dev/shm or
 // anything on its file system there. Symlinks in source are followed, as

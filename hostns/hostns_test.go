@@ -2,7 +2,10 @@ package hostns
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -34,11 +37,32 @@ func TestChecker(t *testing.T) {
 	if _, err := h.IsHostNamespace(specs.IPCNamespace, "/proc/0/ns/ipc"); err == nil {
 		t.Error("want an error for a namespace file that does not exist")
 	}
-	if ok, err := h.IsHostShm("/dev/shm/"); !ok || err != nil {
-		t.Errorf("IsHostShm(/dev/shm/) = %v, %v", ok, err)
+}
+
+// A namespace of a process's own is never the host's: an implementation
+// that compared with the wrong reference, or answered true for every
+// readable file, would say it is.
+func TestCheckerNewNamespaces(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("new namespaces need root")
 	}
-	if ok, err := h.IsHostShm(t.TempDir()); ok || err != nil {
-		t.Errorf("IsHostShm(tempdir) = %v, %v", ok, err)
+	cmd := exec.Command("sleep", "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWIPC | syscall.CLONE_NEWPID}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var h Checker
+	for _, ty := range []specs.LinuxNamespaceType{specs.IPCNamespace} {
+		p := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "ns", string(ty))
+		if got, err := h.IsHostNamespace(ty, p); got || err != nil {
+			t.Errorf("IsHostNamespace(%s, a new namespace) = %v, %v; want false", ty, got, err)
+		}
+	}
+	// CLONE_NEWPID puts the children in the new namespace; the process
+	// itself stays in the host's.
+	if got, err := h.IsHostNamespace(specs.PIDNamespace, filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "ns", "pid_for_children")); got || err != nil {
+		t.Errorf("IsHostNamespace(pid, a new namespace) = %v, %v; want false", got, err)
 	}
 }
 

@@ -348,11 +348,11 @@ func TestCRIPodIPCAndShmSize(t *testing.T) {
 				t.Errorf("pod /dev/shm not shared: %q", got)
 			}
 			if tc.handler != "runc" {
-				if pids := shimPIDs(sb); len(pids) != 1 {
+				if pids := shimPIDs(t, sb); len(pids) != 1 {
 					t.Errorf("pod %s runs under %d nsiso shims, want 1: %v", sb, len(pids), pids)
 				}
 				for _, id := range []string{a, b} {
-					if pids := shimPIDs(id); len(pids) != 0 {
+					if pids := shimPIDs(t, id); len(pids) != 0 {
 						t.Errorf("container %s got a shim of its own: %v", id, pids)
 					}
 				}
@@ -442,7 +442,7 @@ func TestCRIHostNamespacesRefused(t *testing.T) {
 				t.Fatalf("RunPodSandbox: got %v\nwant …%s", err, want)
 			}
 			if m := regexp.MustCompile(`container "([0-9a-f]{64})"`).FindStringSubmatch(err.Error()); m != nil {
-				waitFor(t, "shim of the refused sandbox to exit", func() bool { return len(shimPIDs(m[1])) == 0 })
+				waitFor(t, "shim of the refused sandbox to exit", func() bool { return len(shimPIDs(t, m[1])) == 0 })
 				if _, err := os.Stat(filepath.Join(c.runcRoot, criNS, m[1])); !os.IsNotExist(err) {
 					t.Errorf("runc state of refused sandbox left: %v", err)
 				}
@@ -480,7 +480,7 @@ func TestCRINoResidue(t *testing.T) {
 			t.Errorf("runc state of %s left: %v", id, err)
 		}
 	}
-	waitFor(t, "the pod's shim to exit", func() bool { return len(shimPIDs(sb)) == 0 })
+	waitFor(t, "the pod's shim to exit", func() bool { return len(shimPIDs(t, sb)) == 0 })
 }
 
 func diff(a, b []string) []string {

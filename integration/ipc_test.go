@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nsiso/nsiso/internal/procfs"
 	"github.com/nsiso/nsiso/specmod"
 )
 
@@ -71,15 +72,21 @@ func TestPrivateIPC(t *testing.T) {
 func nsHolders(t *testing.T, link string) []string {
 	t.Helper()
 	var out []string
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
+	pids, err := procfs.PIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
 		for _, kind := range []string{"ipc", "pid"} {
-			if l, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", kind)); err == nil && l == link {
-				out = append(out, "pid "+e.Name())
+			if l, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns", kind)); err == nil && l == link {
+				out = append(out, "pid "+strconv.Itoa(pid))
 			}
 		}
 	}
-	data, _ := os.ReadFile("/proc/self/mountinfo")
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if strings.Contains(line, link) {
 			out = append(out, "mount "+line)
@@ -221,7 +228,7 @@ func TestShimKilledLeavesNothing(t *testing.T) {
 	if m := mountsOf(t, "/"+c.id+"/nsiso/"); len(m) == 0 {
 		t.Fatal("the child has no pins to clean up; the test would prove nothing")
 	}
-	pids := shimPIDs(c.id)
+	pids := shimPIDs(t, c.id)
 	if len(pids) != 1 {
 		t.Fatalf("shim of %s: %v", c.id, pids)
 	}

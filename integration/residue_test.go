@@ -1,12 +1,14 @@
 package integration
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nsiso/nsiso/internal/procfs"
 )
 
 // assertNoResidue checks that nothing of container id is left: no runc
@@ -27,7 +29,7 @@ func (s *suite) assertNoResidue(t *testing.T, id string) {
 	// shortly after containerd's shutdown request.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids := shimPIDs(id)
+		pids := shimPIDs(t, id)
 		if len(pids) == 0 {
 			return
 		}
@@ -63,22 +65,23 @@ func mountsOf(t *testing.T, part string) []string {
 	return out
 }
 
-// shimPIDs lists nsiso shim processes started for container id.
-func shimPIDs(id string) []string {
+// shimPIDs lists nsiso shim processes started for container id. A /proc
+// that cannot be read fails the test rather than reading as "none left".
+func shimPIDs(t *testing.T, id string) []string {
+	t.Helper()
+	all, err := procfs.PIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var pids []string
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := bytes.Split(cmd, []byte{0})
-		if len(args) == 0 || !bytes.HasSuffix(args[0], []byte("containerd-shim-nsiso-v1")) {
-			continue
+	for _, pid := range all {
+		args, err := procfs.Cmdline(pid)
+		if err != nil || len(args) == 0 || !strings.HasSuffix(args[0], "containerd-shim-nsiso-v1") {
+			continue // exited meanwhile, or not a shim
 		}
 		for i := 0; i+1 < len(args); i++ {
-			if string(args[i]) == "-id" && string(args[i+1]) == id {
-				pids = append(pids, e.Name())
+			if args[i] == "-id" && args[i+1] == id {
+				pids = append(pids, strconv.Itoa(pid))
 			}
 		}
 	}

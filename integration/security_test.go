@@ -339,7 +339,7 @@ func (c *criSuite) criRefused(t *testing.T, err error, want string, before []str
 	if m == nil {
 		t.Fatalf("error does not name the container: %v", err)
 	}
-	waitFor(t, "shim of the refused container to exit", func() bool { return len(shimPIDs(m[1])) == 0 })
+	waitFor(t, "shim of the refused container to exit", func() bool { return len(shimPIDs(t, m[1])) == 0 })
 	if _, err := os.Stat(filepath.Join(c.runcRoot, criNS, m[1])); !os.IsNotExist(err) {
 		t.Errorf("runc state of %s left: %v", m[1], err)
 	}

@@ -216,7 +216,7 @@ func BenchmarkPrepare(b *testing.B) {
 					writeFile(b, filepath.Join(bundle, "config.json"), data)
 					b.StartTimer()
 					s := &service{}
-					if err := s.prepare(ctx, &taskAPI.CreateTaskRequest{ID: childID, Bundle: bundle}); err != nil {
+					if _, err := s.prepare(ctx, &taskAPI.CreateTaskRequest{ID: childID, Bundle: bundle}); err != nil {
 						b.Fatal(err)
 					}
 					if err := cleanupState(bundle); err != nil {

@@ -56,16 +56,18 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		}
 	}()
-	if err := s.prepare(ctx, r); err != nil {
-		var pe *specmod.Error
-		if errors.As(err, &pe) {
-			log.G(ctx).WithField("id", r.ID).Info(err.Error())
-			return nil, status.Error(codes.InvalidArgument, err.Error())
-		}
-		return nil, errgrpc.ToGRPC(err)
+	joined, err := s.prepare(ctx, r)
+	if err != nil {
+		return nil, refusal(ctx, r.ID, err)
 	}
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil {
+		// runc reports joining the namespaces of a parent that died after
+		// they were pinned as "broken pipe" or "unable to spawn stage-2":
+		// say what happened instead.
+		if joined != nil && !joined.running() {
+			return nil, refusal(ctx, r.ID, parentError(joined.req, r.ID, "parent container exited while this container was being created"))
+		}
 		return nil, err
 	}
 	s.mu.Lock()
@@ -74,24 +76,53 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	return resp, nil
 }
 
+// refusal turns a policy refusal into InvalidArgument, which containerd
+// passes to its client as one line, and any other error into its gRPC
+// form.
+func refusal(ctx context.Context, id string, err error) error {
+	var pe *specmod.Error
+	if errors.As(err, &pe) {
+		log.G(ctx).WithField("id", id).Info(err.Error())
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return errgrpc.ToGRPC(err)
+}
+
+// joinedParent is a parent whose namespaces a Create pinned.
+type joinedParent struct {
+	req specmod.Request
+	w   where
+}
+
+// running tells whether the parent's init is still the one that was pinned.
+func (j *joinedParent) running() bool {
+	ref, err := openParent(j.req, "", j.w)
+	if err != nil {
+		return false
+	}
+	defer ref.close()
+	return ref.alive()
+}
+
 // prepare does nsiso's part of a Create: options, policy, pins, spec, and
 // the plan's mounts. What it mounted before an error is Create's to clean.
-func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (retErr error) {
+// It returns the parent it pinned, if any.
+func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *joinedParent, retErr error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	opts, err := resolveOptions(r.Options)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// runc.v2's service type-asserts its own options type.
 	if r.Options, err = typeurl.MarshalAnyToProto(opts.runc); err != nil {
-		return err
+		return nil, err
 	}
 	b, err := readBundleSpec(r.Bundle)
 	if err != nil {
-		return fmt.Errorf("nsiso: %w", err)
+		return nil, fmt.Errorf("nsiso: %w", err)
 	}
 	defer func() {
 		var pe *specmod.Error
@@ -101,16 +132,21 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (re
 	}()
 	req, err := specmod.ParseRequest(r.ID, b.Spec.Annotations)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	root := opts.runc.Root
 	if root == "" {
 		root = process.RuncRoot
 	}
 	w := where{namespace: ns, runcRoot: root, bundle: r.Bundle}
-	parent, err := pinParent(req, r.ID, w, specmod.ParentNeeds(&b.Spec, req))
+	need := specmod.ParentNeeds(&b.Spec, req)
+	parent, err := pinParent(req, r.ID, w, need)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	var joined *joinedParent
+	if need != (specmod.Needs{}) {
+		joined = &joinedParent{req: req, w: w}
 	}
 	in := specmod.Input{
 		ID: r.ID, Request: req, Policy: opts.policy, Parent: parent, Host: &s.host,
@@ -122,23 +158,23 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (re
 	}
 	plan, err := specmod.Rewrite(&b.Spec, in)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if plan.PodShm != nil {
 		if err := resizePodShm(pod, plan.PodShm.Size); err != nil {
-			return fmt.Errorf("nsiso: pod sandbox %q: resize /dev/shm: %w", r.ID, err)
+			return nil, fmt.Errorf("nsiso: pod sandbox %q: resize /dev/shm: %w", r.ID, err)
 		}
 	}
 	if plan.OwnShm != nil {
 		if err := mountOwnShm(in.OwnShmDir, plan.OwnShm); err != nil {
-			return fmt.Errorf("nsiso: container %q: %w", r.ID, err)
+			return nil, fmt.Errorf("nsiso: container %q: %w", r.ID, err)
 		}
 	}
 	if err := b.write(); err != nil {
-		return fmt.Errorf("nsiso: write spec: %w", err)
+		return nil, fmt.Errorf("nsiso: write spec: %w", err)
 	}
 	log.G(ctx).WithField("id", r.ID).WithField("parent", req.Parent).Debug("nsiso: spec rewritten")
-	return nil
+	return joined, nil
 }
 
 // Delete lets runc delete the container, then removes nsiso's mounts.

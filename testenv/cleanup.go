@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nsiso/nsiso/internal/procfs"
 )
 
 // legacyShimSocketDir is where containerd releases without the shim
@@ -36,37 +38,19 @@ type procInfo struct {
 // listProcs reads the process table. Processes that vanish while being
 // read are skipped.
 func listProcs() ([]procInfo, error) {
-	ents, err := os.ReadDir("/proc")
+	pids, err := procfs.PIDs()
 	if err != nil {
-		return nil, fmt.Errorf("read /proc: %w", err)
+		return nil, err
 	}
 	var procs []procInfo
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
+	for _, pid := range pids {
+		st, err := procfs.ReadStat(pid)
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// The command name in parentheses may contain spaces; fields after
-		// the last ')' are: state ppid ...
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		p := procInfo{pid: pid, ppid: ppid}
-		if cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil {
-			p.argv = strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		}
-		p.cwd, _ = os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		p := procInfo{pid: pid, ppid: st.PPID}
+		p.argv, _ = procfs.Cmdline(pid)
+		p.cwd, _ = os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "cwd"))
 		procs = append(procs, p)
 	}
 	return procs, nil
@@ -139,13 +123,8 @@ func killStrays(dir string) error {
 // isZombie reports whether pid has exited but not been reaped; such a
 // process holds no resources and cannot be killed any further.
 func isZombie(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true // gone
-	}
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+	st, err := procfs.ReadStat(pid)
+	return err != nil || st.State == "Z" // an error: gone
 }
 
 // shimSocketPath mirrors containerd's shim.CreateSocketAddress: the socket
