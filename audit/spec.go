@@ -154,15 +154,14 @@ func readShm(s *specs.Spec, stat func(string) (hostns.FileID, error)) SpecShm {
 	var sh SpecShm
 	mounted := false
 	for _, m := range s.Mounts {
-		// runc reads a relative destination as relative to the root.
-		dest := filepath.Clean("/" + m.Destination)
+		dest := specmod.MountDest(m)
 		switch {
 		case dest == specmod.ShmPath:
 		case dest == "/dev" || dest == "/":
 			// A mount over /dev/shm's parent: a tmpfs or a device file
 			// system hides whatever was there; a bind shows the source's
 			// own shm (an rbind with whatever is mounted on it).
-			if !isBindMount(m) {
+			if !specmod.IsBind(m) {
 				mounted = false
 				continue
 			}
@@ -177,7 +176,7 @@ func readShm(s *specs.Spec, stat func(string) (hostns.FileID, error)) SpecShm {
 			sh = SpecShm{Kind: ShmSpecParent}
 		case m.Source == ownShmMark:
 			sh = SpecShm{Kind: ShmSpecTmpfs}
-		case isBindMount(m):
+		case specmod.IsBind(m):
 			sh = SpecShm{Kind: ShmSpecBind, Source: m.Source}
 		default:
 			sh = SpecShm{Kind: ShmSpecTmpfs}
@@ -200,18 +199,6 @@ func readShm(s *specs.Spec, stat func(string) (hostns.FileID, error)) SpecShm {
 		}
 	}
 	return sh
-}
-
-func isBindMount(m specs.Mount) bool {
-	if m.Type == "bind" {
-		return true
-	}
-	for _, o := range m.Options {
-		if o == "bind" || o == "rbind" {
-			return true
-		}
-	}
-	return false
 }
 
 // cloneSpec copies the parts of a spec that specmod rewrites, so that the

@@ -237,10 +237,10 @@ func openParentShm(req specmod.Request, child string, w where) (*os.File, error)
 	src := ""
 	for i := len(s.Mounts) - 1; i >= 0; i-- {
 		m := s.Mounts[i]
-		if filepath.Clean("/"+m.Destination) != specmod.ShmPath {
+		if specmod.MountDest(m) != specmod.ShmPath {
 			continue
 		}
-		if m.Type == "bind" || hasOption(m.Options, "bind", "rbind") {
+		if specmod.IsBind(m) {
 			src = filepath.Clean(m.Source)
 		}
 		break
@@ -286,15 +286,4 @@ func fileID(f *os.File) (hostns.FileID, error) {
 		return hostns.FileID{}, fmt.Errorf("stat %s: %w", f.Name(), err)
 	}
 	return hostns.FileID{Dev: st.Dev, Ino: st.Ino}, nil
-}
-
-func hasOption(opts []string, want ...string) bool {
-	for _, o := range opts {
-		for _, w := range want {
-			if o == w {
-				return true
-			}
-		}
-	}
-	return false
 }

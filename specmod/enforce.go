@@ -119,7 +119,7 @@ func checkHostShm(s *specs.Spec, in Input, d decision, p Plan) error {
 			continue // the tmpfs nsiso mounts for this container
 		}
 		for _, src := range mountSources(m, in.Bundle) {
-			c := cause{"mounts." + mountDest(m) + "." + src.field, src.value, ""}
+			c := cause{"mounts." + MountDest(m) + "." + src.field, src.value, ""}
 			if i == shm {
 				c = d.shm
 			}
@@ -169,7 +169,7 @@ type source struct {
 // submounts too for rbind), and an overlay's layers. Other mounts (tmpfs,
 // proc, sysfs, devpts, mqueue, cgroup) show no host path.
 func mountSources(m specs.Mount, bundle string) []source {
-	if isBind(m) {
+	if IsBind(m) {
 		return []source{{hostPath(bundle, m.Source), hasOption(m.Options, "rbind"), "source", m.Source}}
 	}
 	if m.Type != "overlay" {

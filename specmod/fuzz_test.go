@@ -181,7 +181,7 @@ func checkInvariants(t *testing.T, s *specs.Spec, in Input, plan Plan) {
 	}
 	for i, m := range s.Mounts {
 		if plan.OwnShm != nil && i == shm {
-			if m.Source != in.OwnShmDir || !isBind(m) {
+			if m.Source != in.OwnShmDir || !IsBind(m) {
 				t.Fatalf("own /dev/shm planned but the spec's /dev/shm is %+v", m)
 			}
 			continue

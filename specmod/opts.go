@@ -126,26 +126,21 @@ func WithShmBind(source string) Opt {
 // the container sees), or -1.
 func shmMountIndex(s *specs.Spec) int {
 	for i := len(s.Mounts) - 1; i >= 0; i-- {
-		if mountDest(s.Mounts[i]) == ShmPath {
+		if MountDest(s.Mounts[i]) == ShmPath {
 			return i
 		}
 	}
 	return -1
 }
 
-// mountDest is where a mount lands in the container: runc takes a relative
-// destination as relative to the container's root, so "dev/shm" and
-// "/dev/../dev/shm" are both /dev/shm.
-func mountDest(m specs.Mount) string {
-	return path.Clean("/" + m.Destination)
-}
+
 
 // insertShmMount puts m right after the /dev mount, since a mount on /dev
 // placed later would hide it.
 func insertShmMount(s *specs.Spec, m specs.Mount) {
 	at := len(s.Mounts)
 	for i := range s.Mounts {
-		if mountDest(s.Mounts[i]) == "/dev" {
+		if MountDest(s.Mounts[i]) == "/dev" {
 			at = i + 1
 		}
 	}
@@ -156,16 +151,20 @@ func insertShmMount(s *specs.Spec, m specs.Mount) {
 
 func isTmpfs(m specs.Mount) bool { return m.Type == "tmpfs" }
 
-func isBind(m specs.Mount) bool {
+// IsBind tells whether runc mounts m as a bind: type "bind", or a "bind"
+// or "rbind" option whatever the type says.
+func IsBind(m specs.Mount) bool {
 	if m.Type == "bind" {
 		return true
 	}
-	for _, o := range m.Options {
-		if o == "bind" || o == "rbind" {
-			return true
-		}
-	}
-	return false
+	return hasOption(m.Options, "bind", "rbind")
+}
+
+// MountDest is where a mount lands in the container: runc takes a
+// relative destination as relative to the container's root, so "dev/shm"
+// and "/dev/../dev/shm" are both /dev/shm.
+func MountDest(m specs.Mount) string {
+	return path.Clean("/" + m.Destination)
 }
 
 // setOption replaces every option starting with prefix by opt, or appends it.

@@ -202,7 +202,7 @@ func decideIPC(s *specs.Spec, in Input, d *decision) error {
 	r := in.Request
 	clientIPC, hasIPC := namespace(s, specs.IPCNamespace)
 	i := shmMountIndex(s)
-	podShm := r.Sandbox && in.PodShmPath != "" && i >= 0 && isBind(s.Mounts[i]) &&
+	podShm := r.Sandbox && in.PodShmPath != "" && i >= 0 && IsBind(s.Mounts[i]) &&
 		path.Clean(s.Mounts[i].Source) == path.Clean(in.PodShmPath)
 	switch r.IPC {
 	case ModeShareParent:
@@ -245,7 +245,7 @@ func decideIPC(s *specs.Spec, in Input, d *decision) error {
 	case podShm:
 		d.shm = cause{"mounts./dev/shm.source", s.Mounts[i].Source, ""}
 		return sizePodShm(in, d)
-	case i >= 0 && isBind(s.Mounts[i]):
+	case i >= 0 && IsBind(s.Mounts[i]):
 		// The client already chose whose /dev/shm to see (CRI's pod
 		// /dev/shm, for one); the rules still apply to it.
 		d.shm = cause{"mounts./dev/shm.source", s.Mounts[i].Source, ""}
