@@ -111,14 +111,9 @@ func BuildBusyboxImageWithCmd(ctx context.Context, busyboxPath string, extraFile
 			DiffIDs: []digest.Digest{diffID},
 		},
 	}
-	configJSON, err := json.Marshal(config)
+	configJSON, configDesc, err := jsonBlob(ocispec.MediaTypeImageConfig, config)
 	if err != nil {
-		return fmt.Errorf("build busybox image: marshal config: %w", err)
-	}
-	configDesc := ocispec.Descriptor{
-		MediaType: ocispec.MediaTypeImageConfig,
-		Digest:    digest.FromBytes(configJSON),
-		Size:      int64(len(configJSON)),
+		return fmt.Errorf("build busybox image: config: %w", err)
 	}
 
 	manifest := ocispec.Manifest{
@@ -127,19 +122,14 @@ func BuildBusyboxImageWithCmd(ctx context.Context, busyboxPath string, extraFile
 		Config:    configDesc,
 		Layers:    []ocispec.Descriptor{layerDesc},
 	}
-	manifestJSON, err := json.Marshal(manifest)
+	manifestJSON, manifestDesc, err := jsonBlob(ocispec.MediaTypeImageManifest, manifest)
 	if err != nil {
-		return fmt.Errorf("build busybox image: marshal manifest: %w", err)
+		return fmt.Errorf("build busybox image: manifest: %w", err)
 	}
-	manifestDesc := ocispec.Descriptor{
-		MediaType: ocispec.MediaTypeImageManifest,
-		Digest:    digest.FromBytes(manifestJSON),
-		Size:      int64(len(manifestJSON)),
-		Platform:  &ocispec.Platform{OS: config.OS, Architecture: config.Architecture},
-		Annotations: map[string]string{
-			ocispec.AnnotationRefName:     ref,
-			AnnotationContainerdImageName: ref,
-		},
+	manifestDesc.Platform = &ocispec.Platform{OS: config.OS, Architecture: config.Architecture}
+	manifestDesc.Annotations = map[string]string{
+		ocispec.AnnotationRefName:     ref,
+		AnnotationContainerdImageName: ref,
 	}
 
 	index := ocispec.Index{
@@ -165,6 +155,15 @@ func BuildBusyboxImageWithCmd(ctx context.Context, busyboxPath string, extraFile
 		return fmt.Errorf("build busybox image: %w", err)
 	}
 	return nil
+}
+
+// jsonBlob marshals v as a blob of the given media type and describes it.
+func jsonBlob(mediaType string, v any) ([]byte, ocispec.Descriptor, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, ocispec.Descriptor{}, err
+	}
+	return data, ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(data), Size: int64(len(data))}, nil
 }
 
 // busyboxApplets runs busybox --list, which reports the applets compiled
