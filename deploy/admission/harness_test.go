@@ -213,7 +213,8 @@ func (s *apiServer) admit(t *testing.T, op admission.Operation, obj, old runtime
 
 // objects returns the manifests as the fake clientset's initial objects,
 // with the params ConfigMap's data replaced by limits (nil: as shipped;
-// dropConfigMap: without it) and the given namespaces added.
+// dropConfigMap: without it), and the namespace "default" and the given
+// ones added.
 func (m manifests) objects(t *testing.T, limits map[string]string, dropConfigMap bool, namespaces ...string) []runtime.Object {
 	t.Helper()
 	params := m.limitsConfigMap(t)
@@ -227,7 +228,7 @@ func (m manifests) objects(t *testing.T, limits map[string]string, dropConfigMap
 		objs = append(objs, ns.DeepCopy())
 		seen[ns.Name] = true
 	}
-	for _, name := range namespaces {
+	for _, name := range append([]string{"default"}, namespaces...) {
 		if !seen[name] {
 			objs = append(objs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
 			seen[name] = true

@@ -137,7 +137,7 @@ func workload(kind, namespace string, tpl corev1.PodTemplateSpec) (obj runtime.O
 func TestPodCasesAdmission(t *testing.T) {
 	pc := loadPodCases(t)
 	m := loadManifests(t)
-	namespaces := []string{"default"}
+	var namespaces []string
 	for _, c := range pc.Cases {
 		namespaces = append(namespaces, c.namespace())
 	}
