@@ -43,11 +43,14 @@ demo: deps build
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
+	cd deploy/admission && $(GO) vet ./...
 
 # Unit tests of pure code; `go test` also runs every committed fuzz seed
-# (testdata/fuzz) and the f.Add seeds.
+# (testdata/fuzz) and the f.Add seeds. deploy/admission is a module of its
+# own (the admission policy, run by the Kubernetes API server's plugin).
 unit:
 	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./internal/... ./examples/... ./audit/... ./cmd/nsiso/...
+	cd deploy/admission && $(GO) test -count=1 ./...
 
 # Short coverage-guided fuzzing, on demand.
 fuzz:

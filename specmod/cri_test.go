@@ -125,7 +125,7 @@ func TestPodShmPlan(t *testing.T) {
 		{name: "sandbox label outside CRI's namespace", spec: criSandbox(ann2(AnnotationShmSize, "1Gi")), podShm: "", policy: sized},
 		{name: "sandbox label binding another tmpfs", spec: withShm(criSandbox(ann2(AnnotationShmSize, "1Gi")), "/run/victim/shm"), podShm: src, policy: lenient, wantBind: "/run/victim/shm"},
 		{name: "sandbox label binding another pod's shm", spec: withShm(criSandbox(ann2(AnnotationShmSize, "1Gi")), "/run/cri/sandboxes/other/shm"), podShm: src, policy: sized, wantBind: "/run/cri/sandboxes/other/shm"},
-		{name: "private sandbox binding another tmpfs gets its own", spec: withShm(criSandbox(ann2(AnnotationIPCMode, "private", AnnotationShmSize, "8Mi")), "/run/victim/shm"), podShm: src, policy: sized, wantBind: testOwnShm},
+		{name: "private sandbox binding another tmpfs keeps it unresized", spec: withShm(criSandbox(ann2(AnnotationIPCMode, "private", AnnotationShmSize, "8Mi")), "/run/victim/shm"), podShm: src, policy: sized, wantBind: "/run/victim/shm"},
 		{name: "share-parent sandbox joins the host, resizes nothing", spec: criSandbox(ann2(AnnotationIPCMode, "share-parent")), podShm: src, policy: Policy{DefaultShmSize: 1 << 30}, wantBind: "/dev/shm"},
 		{name: "hostIPC pod's host shm is never resized", podShm: src, policy: Policy{DefaultShmSize: 1 << 30}, wantBind: "/dev/shm",
 			spec: func() *specs.Spec {

@@ -223,6 +223,13 @@ func decideIPC(s *specs.Spec, in Input, d *decision) error {
 			d.shm = cause{"mounts./dev/shm.source", s.Mounts[i].Source, ""}
 			return sizePodShm(in, d)
 		}
+		if r.Sandbox && i >= 0 && IsBind(s.Mounts[i]) {
+			// A sandbox's /dev/shm is its pod's, whatever CRI bound
+			// (the host's, for a hostIPC pod): the rules judge it,
+			// and nothing but this pod's own is ever resized.
+			d.shm = cause{"mounts./dev/shm.source", s.Mounts[i].Source, ""}
+			return nil
+		}
 		// Only a private container's /dev/shm can be shared with a child,
 		// and only from the host: a tmpfs runc mounts lives in the
 		// container's mount namespace, where nothing can bind it.
