@@ -47,7 +47,7 @@ vet:
 # Unit tests of pure code; `go test` also runs every committed fuzz seed
 # (testdata/fuzz) and the f.Add seeds.
 unit:
-	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./examples/... ./audit/... ./cmd/nsiso/...
+	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./examples/... ./audit/... ./cmd/nsiso/... ./nodeinstall/...
 
 # Short coverage-guided fuzzing, on demand.
 fuzz:

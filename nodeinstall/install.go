@@ -120,6 +120,9 @@ func Install(ctx context.Context, o Options) error {
 	case g == nil:
 		mainData = renderMainConfig(dropIn)
 	default:
+		if v := g.Main.Version; v < 2 || v > 4 {
+			return fmt.Errorf("%s has config version %d; containerd 2.x reads versions 2 to 4 (containerd config migrate writes the current one)", o.Config, v)
+		}
 		dropInVer = dropInVersion(g.Main.Version)
 		if p, ok := dropInDirFor(g.Main, dropInName); ok {
 			dropIn = p
@@ -140,6 +143,9 @@ func Install(ctx context.Context, o Options) error {
 			for _, name := range o.Handlers {
 				if t, ok := f.handlerTable(name); ok {
 					rt, _ := t["runtime_type"].(string)
+					if rt == "" {
+						return fmt.Errorf("CRI runtime handler %q is already configured in %s; remove it there, or choose another name with --handler", name, f.Path)
+					}
 					if rt != RuntimeType {
 						return fmt.Errorf("CRI runtime handler %q already exists in %s with runtime_type %q; choose another name with --handler", name, f.Path, rt)
 					}
@@ -194,7 +200,11 @@ func Install(ctx context.Context, o Options) error {
 		switch {
 		case err == nil:
 			backup := filepath.Join(backupDir, ShimName)
-			p.addWrite(backup, cur, 0o755)
+			mode := os.FileMode(0o755)
+			if st, err := os.Stat(h.real(shimPath)); err == nil {
+				mode = st.Mode().Perm()
+			}
+			p.addWrite(backup, cur, mode)
 			record(shimPath, shim, func(f *RecordFile) { f.Backup = backup })
 		case errors.Is(err, fs.ErrNotExist):
 			record(shimPath, shim, func(f *RecordFile) { f.Added = true })
