@@ -354,7 +354,7 @@ func Uninstall(ctx context.Context, o Options) error {
 		return nil
 	}
 	if !o.Force {
-		pids, err := runningShims(o.Address)
+		pids, err := runningShims(o.Address, o.socket())
 		if err != nil {
 			return err
 		}
@@ -435,9 +435,11 @@ func Uninstall(ctx context.Context, o Options) error {
 	return nil
 }
 
-// runningShims lists nsiso shims serving the containerd at address (host
-// PID namespace: the DaemonSet runs with hostPID).
-func runningShims(address string) ([]int, error) {
+// runningShims lists nsiso shims serving the containerd at one of
+// addresses: as the host names its socket, or as this process sees it
+// when the host's root is not this process's (the DaemonSet runs with
+// hostPID, so it sees the host's processes).
+func runningShims(addresses ...string) ([]int, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
@@ -452,8 +454,12 @@ func runningShims(address string) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		if isShimOf(strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00"), address) {
-			pids = append(pids, pid)
+		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		for _, a := range addresses {
+			if isShimOf(argv, a) {
+				pids = append(pids, pid)
+				break
+			}
 		}
 	}
 	sort.Ints(pids)
