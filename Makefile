@@ -16,10 +16,14 @@ CONTAINERD_VERSION ?= v2.4.2
 DEPS_BIN ?= $(OUT)/deps/$(CONTAINERD_VERSION)/bin
 export RUNC_VERSION CONTAINERD_VERSION
 
+# The installer image of deploy/ (make image); the manifests name this tag.
+INSTALLER_IMAGE ?= ghcr.io/nsiso/nsiso-installer:dev
+INSTALLER_ARCHIVE ?= $(OUT)/nsiso-installer.tar
+
 FUZZTIME ?= 10s
 INTEGRATION_TIMEOUT ?= 20m
 
-.PHONY: all build deps install uninstall demo test unit fuzz-seeds fuzz integration vet fmt clean
+.PHONY: all build deps install uninstall demo test unit fuzz-seeds fuzz integration vet fmt clean image
 
 all: build
 
@@ -37,6 +41,11 @@ install: build
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/containerd-shim-nsiso-v1 $(DESTDIR)$(PREFIX)/bin/nsiso
 
+# The installer image as an OCI archive: ctr -n k8s.io images import on a
+# node, or push it to a registry (README: Install on a cluster).
+image: build
+	$(GO) run ./deploy/image -busybox /bin/busybox -bin $(BIN) -ref $(INSTALLER_IMAGE) -o $(INSTALLER_ARCHIVE)
+
 demo: deps build
 	NSISO_DEPS_BIN=$(DEPS_BIN) NSISO_BIN=$(BIN) $(GO) run ./demo
 
@@ -47,7 +56,7 @@ vet:
 # Unit tests of pure code; `go test` also runs every committed fuzz seed
 # (testdata/fuzz) and the f.Add seeds.
 unit:
-	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./examples/... ./audit/... ./cmd/nsiso/... ./nodeinstall/...
+	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./examples/... ./audit/... ./cmd/nsiso/... ./nodeinstall/... ./deploy/...
 
 # Short coverage-guided fuzzing, on demand.
 fuzz:
