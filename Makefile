@@ -72,6 +72,14 @@ test: vet unit integration
 clean:
 	rm -rf $(OUT)
 
+# The compatibility matrix, on demand only (CI runs the pinned pair): the
+# integration suite on each containerd with each runc (docs/compatibility.md).
+MATRIX_CONTAINERD ?= v2.0.14 v2.2.9 v2.4.2
+MATRIX_RUNC ?= debian v1.4.3 v1.5.2
+.PHONY: matrix
+matrix: build
+	CONTAINERD_VERSIONS="$(MATRIX_CONTAINERD)" RUNC_VERSIONS="$(MATRIX_RUNC)" NSISO_BIN=$(BIN) bash scripts/matrix.sh
+
 # Benchmarks, on demand only: the spec rewrite and shim micro-benchmarks,
 # then nsiso against runc.v2 side by side on a private containerd; the
 # report (tables, and _output/bench/result.json) includes both. Flags go
