@@ -88,10 +88,11 @@ func (a *apiServer) requests() []string {
 // runAsDaemonSet runs the nsiso init container of a manifest through CRI
 // the way kubelet would run it on a node: privileged, in the host's PID
 // and network namespaces, the host's root (here the fake node's) at /host,
-// the service account mounted, $(NODE_NAME) expanded. It returns the
-// container's log and exit code. --restart is left out: the fake node's
-// containerd is this test's child, not a systemd unit (TestInstallOnNode
-// covers the restart).
+// the service account mounted, $(NODE_NAME) expanded. The fake node's
+// containerd is this test's child, not a systemd unit, so --restart gets
+// the node's --restart-command (and the directory it talks through): the
+// containerd that runs the installer's pod restarts under it, as on a
+// node. It returns the container's log and exit code.
 func runAsDaemonSet(t *testing.T, n *fakeNode, api *apiServer, manifest, image string) (string, int32) {
 	t.Helper()
 	ds, c := daemonSetInit(t, manifest)
@@ -101,10 +102,10 @@ func runAsDaemonSet(t *testing.T, n *fakeNode, api *apiServer, manifest, image s
 	const node = "node-under-test"
 	var args []string
 	for _, a := range c.Args {
-		if a == "--restart" {
-			continue
-		}
 		args = append(args, strings.ReplaceAll(a, "$(NODE_NAME)", node))
+		if a == "--restart" {
+			args = append(args, "--restart-command="+n.restart)
+		}
 	}
 	u, _ := url.Parse(api.srv.URL)
 	envs := []*runtimeapi.KeyValue{
@@ -127,7 +128,9 @@ func runAsDaemonSet(t *testing.T, n *fakeNode, api *apiServer, manifest, image s
 			}
 		}
 	}
-	mounts = append(mounts, &runtimeapi.Mount{ContainerPath: nodeinstall.ServiceAccountDir, HostPath: api.saDir, Readonly: true})
+	mounts = append(mounts,
+		&runtimeapi.Mount{ContainerPath: nodeinstall.ServiceAccountDir, HostPath: api.saDir, Readonly: true},
+		&runtimeapi.Mount{ContainerPath: n.restartDir, HostPath: n.restartDir})
 	ns := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_POD}
 	if !ds.Spec.Template.Spec.HostPID {
 		ns.Pid = runtimeapi.NamespaceMode_POD
@@ -168,15 +171,21 @@ func runAsDaemonSet(t *testing.T, n *fakeNode, api *apiServer, manifest, image s
 	if _, err := n.cri.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 		t.Fatal(err)
 	}
+	// containerd restarts under the installer: a status call may find it
+	// away for a moment.
 	var st *runtimeapi.ContainerStatus
-	waitFor(t, "the installer container to exit", func() bool {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
 		s, err := n.cri.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: cr.ContainerId})
-		if err != nil {
-			t.Fatal(err)
+		if err == nil && s.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+			st = s.Status
+			break
 		}
-		st = s.Status
-		return st.State == runtimeapi.ContainerState_CONTAINER_EXITED
-	})
+		if time.Now().After(deadline) {
+			t.Fatalf("the %s container did not exit: %v %v", c.Name, s, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	log, _ := os.ReadFile(filepath.Join(logDir, c.Name+".log"))
 	return string(log), st.ExitCode
 }
@@ -247,10 +256,8 @@ func TestInstallerImage(t *testing.T) {
 		t.Errorf("API requests %q, want %q", r, wantReq)
 	}
 
-	// What the restart would have done: the handler is there and works.
-	n.sync(t, n.cri.runcRoot)
-	if err := n.cri.ctd.Restart(context.Background()); err != nil {
-		t.Fatal(err)
+	if n.restarts != 1 {
+		t.Errorf("containerd restarted %d times, want 1", n.restarts)
 	}
 	if h := n.handlers(t); !slices.Contains(h, "nsiso") {
 		t.Fatalf("handlers after the installer: %v", h)
@@ -278,5 +285,8 @@ func TestInstallerImage(t *testing.T) {
 		t.Errorf("the label must go before the files:\n%s", log)
 	}
 	sameFiles(t, "after the uninstaller", before, n.files(t))
+	if h := n.handlers(t); slices.Contains(h, "nsiso") || n.restarts != 2 {
+		t.Errorf("after the uninstaller: handlers %v, %d restarts", h, n.restarts)
+	}
 
 }

@@ -32,6 +32,9 @@ type fakeNode struct {
 	// restart is a --restart-command that has the test restart the daemon
 	// and returns when it serves again.
 	restart string
+	// restartDir holds the files the restart command and the test talk
+	// through.
+	restartDir string
 	// restarts counts the restarts done for that command.
 	restarts int
 }
@@ -163,6 +166,7 @@ func (n *fakeNode) sync(t *testing.T, runcRoot string) {
 // the command cannot restart it itself.
 func (n *fakeNode) serveRestarts(t *testing.T, runcRoot string) {
 	dir := t.TempDir()
+	n.restartDir = dir
 	req, done := filepath.Join(dir, "restart"), filepath.Join(dir, "done")
 	n.restart = fmt.Sprintf(`touch %s && while [ ! -e %s ]; do sleep 0.1; done; ok=$(cat %s); rm -f %s; [ "$ok" = ok ]`, req, done, done, done)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -376,12 +380,19 @@ func TestInstallOnNode(t *testing.T) {
 	}
 }
 
-// Uninstall refuses while nsiso shims serve the daemon, and install
-// refuses when not run as root.
+// The node is not labelled before containerd has the handler, uninstall
+// refuses while nsiso shims serve the daemon, and install refuses when not
+// run as root.
 func TestInstallRefusals(t *testing.T) {
 	n := newFakeNode(t, operatorV3)
 	deps, _ := testenv.FindDeps()
-	out, code := runNsiso(t, "install", "--root", n.root, "--containerd", deps.Containerd, "--restart", "--restart-command", n.restart)
+	// Without a restart containerd has no handler yet, so the node must
+	// not be labelled for nsiso pods.
+	out, code := runNsiso(t, "install", "--root", n.root, "--containerd", deps.Containerd, "--kube-node", "n1")
+	if code != 1 || !strings.Contains(out, `not labelling node n1: containerd's CRI reports runtime handlers ["" "runc"], not "nsiso" (restart containerd: --restart)`) {
+		t.Errorf("install --kube-node without the handler: exit %d\n%s", code, out)
+	}
+	out, code = runNsiso(t, "install", "--root", n.root, "--containerd", deps.Containerd, "--restart", "--restart-command", n.restart)
 	if code != 0 {
 		t.Fatalf("install: exit %d\n%s", code, out)
 	}

@@ -279,6 +279,16 @@ func Install(ctx context.Context, o Options) error {
 		}
 	}
 	if o.KubeNode != "" {
+		// The label sends pods here: only once containerd can run them.
+		names, err := criHandlers(ctx, o.socket())
+		if err != nil {
+			return fmt.Errorf("not labelling node %s: containerd's CRI at %s: %w", o.KubeNode, o.Address, err)
+		}
+		for _, h := range o.Handlers {
+			if !slicesContains(names, h) {
+				return fmt.Errorf("not labelling node %s: containerd's CRI reports runtime handlers %q, not %q (restart containerd: --restart)", o.KubeNode, names, h)
+			}
+		}
 		k, val := o.labelKV()
 		kn, err := newKubeNode(o.KubeNode)
 		if err != nil {
