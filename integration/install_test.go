@@ -414,3 +414,86 @@ func TestInstallRefusals(t *testing.T) {
 		t.Errorf("install as nobody: %s", got)
 	}
 }
+
+// hostRootWithContainerd makes a host root holding the node's own
+// containerd binary (dynamically linked, as distributions ship it) with
+// the libraries it needs, the way the installer's container sees a node
+// under /host.
+func hostRootWithContainerd(t *testing.T, config string) string {
+	t.Helper()
+	deps, err := testenv.FindDeps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	for _, d := range []string{"usr/lib", "usr/lib64"} {
+		if _, err := os.Stat("/" + d); err != nil {
+			continue
+		}
+		p := filepath.Join(root, d)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount("/"+d, p, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Unmount(p, syscall.MNT_DETACH) })
+		// Read-only, so that nothing done under the fake root, its removal
+		// included, can reach the host's libraries.
+		if err := syscall.Mount("", p, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(d, filepath.Join(root, filepath.Base(d))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(deps.Containerd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(root, "usr/bin/containerd"), string(data))
+	if err := os.Chmod(filepath.Join(root, "usr/bin/containerd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "tmp"), 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(root, "etc/containerd/config.toml"), config)
+	return root
+}
+
+// Without --containerd, install checks the result with the host's own
+// containerd, run inside the host root (so it finds its libraries and the
+// host's paths), and refuses what that containerd cannot load even where
+// the file is valid TOML.
+func TestInstallValidatesWithTheHostsContainerd(t *testing.T) {
+	setup(t)
+	root := hostRootWithContainerd(t, operatorV3)
+	out, code := runNsiso(t, "install", "--root", root)
+	if code != 0 || !strings.Contains(out, "checked the resulting config with /usr/bin/containerd config dump (in "+root+")") {
+		t.Fatalf("install: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(root, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, "tmp")); len(ents) != 0 {
+		t.Errorf("the check left files in the host's /tmp: %v", ents)
+	}
+
+	bad := hostRootWithContainerd(t, operatorV3+`
+[plugins."io.containerd.cri.v1.runtime"]
+  max_container_log_line_size = "sixteen kilobytes"
+`)
+	before, _ := os.ReadFile(filepath.Join(bad, "etc/containerd/config.toml"))
+	out, code = runNsiso(t, "install", "--root", bad)
+	if code != 1 || !strings.Contains(out, "refusing to install: the resulting containerd config does not load: /usr/bin/containerd config dump (in "+bad+")") {
+		t.Errorf("install on a config containerd cannot load: exit %d\n%s", code, out)
+	}
+	after, _ := os.ReadFile(filepath.Join(bad, "etc/containerd/config.toml"))
+	if !bytes.Equal(before, after) {
+		t.Error("a refused install changed the config")
+	}
+	if _, err := os.Stat(filepath.Join(bad, "usr/local/bin", "containerd-shim-nsiso-v1")); !os.IsNotExist(err) {
+		t.Errorf("a refused install wrote the shim: %v", err)
+	}
+}
