@@ -218,8 +218,12 @@ func Install(ctx context.Context, o Options) error {
 
 	// nsiso.toml: written once, never over an operator's file.
 	if _, err := os.Stat(h.real(o.Policy)); errors.Is(err, fs.ErrNotExist) {
-		p.addWrite(o.Policy, []byte(nsisoDefaults), 0o644)
-		record(o.Policy, []byte(nsisoDefaults), func(f *RecordFile) { f.Added, f.Keep = true, true })
+		policy := nsisoDefaults
+		if usesSystemdCgroup(merged) {
+			policy += nsisoSystemdCgroup
+		}
+		p.addWrite(o.Policy, []byte(policy), 0o644)
+		record(o.Policy, []byte(policy), func(f *RecordFile) { f.Added, f.Keep = true, true })
 	} else if err != nil {
 		return fmt.Errorf("stat %s: %w", o.Policy, err)
 	}

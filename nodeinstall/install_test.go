@@ -16,6 +16,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nsiso/nsiso/shim"
 )
 
 // These tests write a fake host root in a temporary directory; only its
@@ -402,5 +404,37 @@ func TestRestartWithoutSystemdOrCommand(t *testing.T) {
 	r.command = "exit 3"
 	if _, err := r.restart(context.Background()); err == nil || !errors.Is(err, err) || !strings.Contains(err.Error(), "exit status 3") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// On a node whose default runtime uses the systemd cgroup driver, the new
+// nsiso.toml has nsiso's runc use it too; elsewhere it stays unset.
+func TestInstallFollowsTheSystemdCgroupDriver(t *testing.T) {
+	needRoot(t)
+	for _, tc := range []struct {
+		config string
+		want   bool
+	}{
+		{v3NoImports, true},
+		{strings.Replace(v3NoImports, "SystemdCgroup = true", "SystemdCgroup = false", 1), false},
+		{"version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  default_runtime_name = \"crun\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.crun]\n  runtime_type = \"io.containerd.runc.v2\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.crun.options]\n  SystemdCgroup = true\n", true},
+		{"", false},
+	} {
+		files := map[string]string{}
+		if tc.config != "" {
+			files[DefaultConfig] = tc.config
+		}
+		h := newFakeHost(t, files)
+		if err := Install(context.Background(), h.opts()); err != nil {
+			t.Fatal(err)
+		}
+		data := h.read(t, DefaultPolicy)
+		c, err := shim.ParseConfig("nsiso.toml", []byte(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(data, "\nsystemd_cgroup = true\n"); got != tc.want || c == nil {
+			t.Errorf("config\n%s\nnsiso.toml\n%s\nwant systemd_cgroup=%v", tc.config, data, tc.want)
+		}
 	}
 }

@@ -74,3 +74,12 @@ disallow_sharing_host_pid_namespace = true
 # The largest /dev/shm a container or pod may ask for. Unset: no cap.
 # max_container_shm_size = "8Gi"
 `
+
+// nsisoSystemdCgroup follows the defaults when containerd's default
+// runtime uses the systemd cgroup driver (see usesSystemdCgroup).
+const nsisoSystemdCgroup = `
+# containerd's default runtime uses runc's systemd cgroup driver on this
+# node, so kubelet gives containers systemd cgroup paths; nsiso's runc uses
+# the same driver.
+systemd_cgroup = true
+`

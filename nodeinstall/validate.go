@@ -186,6 +186,30 @@ func checkHandler(merged map[string]any, name, configPath string) error {
 	return nil
 }
 
+// usesSystemdCgroup tells whether the merged config's default CRI runtime
+// is runc with the systemd cgroup driver (kubeadm's setting). kubelet then
+// hands every container a "slice:prefix:name" cgroup path, which runc
+// reads right only with its own systemd driver, so nsiso's runc needs the
+// same driver.
+func usesSystemdCgroup(merged map[string]any) bool {
+	for _, p := range []string{criPluginV3, criPluginV2} {
+		ctd, ok := dig(merged, "plugins", p, "containerd")
+		if !ok {
+			continue
+		}
+		m, _ := ctd.(map[string]any)
+		name, _ := m["default_runtime_name"].(string)
+		if name == "" {
+			name = "runc"
+		}
+		if v, ok := dig(m, "runtimes", name, "options", "SystemdCgroup"); ok {
+			b, _ := v.(bool)
+			return b
+		}
+	}
+	return false
+}
+
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	if len(lines) > n {
