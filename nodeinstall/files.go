@@ -250,12 +250,3 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return os.Rename(tmp.Name(), path)
 }
-
-// changed lists the host paths a plan writes or removes.
-func (p *plan) changed() []string {
-	var out []string
-	for _, w := range p.writes {
-		out = append(out, w.Path)
-	}
-	return out
-}

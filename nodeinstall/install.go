@@ -244,12 +244,9 @@ func Install(ctx context.Context, o Options) error {
 			}
 		})
 	}
-	for _, d := range p.mkdirs {
-		if !slicesContains(rec.Dirs, d) {
-			rec.Dirs = append(rec.Dirs, d)
-		}
+	if len(p.writes) > 0 {
+		p.needDir(stateDir)
 	}
-	p.needDir(stateDir)
 	for _, d := range p.mkdirs {
 		if !slicesContains(rec.Dirs, d) {
 			rec.Dirs = append(rec.Dirs, d)
@@ -265,7 +262,11 @@ func Install(ctx context.Context, o Options) error {
 		p.addWrite(recordPath, rec.encode(), 0o644)
 	}
 	if err := p.checkWritable(); err != nil {
-		return fmt.Errorf("refusing to install: %w; nothing was changed (a read-only /usr: install the shim elsewhere with --bin-dir, e.g. /opt/nsiso/bin)", err)
+		hint := ""
+		if strings.Contains(err.Error(), o.BinDir) {
+			hint = " (put the shim elsewhere with --bin-dir, e.g. /opt/nsiso/bin)"
+		}
+		return fmt.Errorf("refusing to install: %w; nothing was changed%s", err, hint)
 	}
 	if err := p.apply(); err != nil {
 		return err
