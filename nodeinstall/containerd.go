@@ -33,15 +33,13 @@ func criPlugin(version int64) string {
 	return criPluginV2
 }
 
-// dropInVersion is the version the drop-in is written in: the main
-// config's layout, so an operator reads one layout in both, and never
-// above 3, which every containerd 2.x loads (2.0 and 2.1 refuse 4).
-func dropInVersion(mainVersion int64) int64 {
-	if mainVersion >= 3 {
-		return 3
-	}
-	return 2
-}
+// dropInVersion is the layout the drop-in is written in, whatever the main
+// config's version: version 3, which every containerd 2.x loads (2.0 and
+// 2.1 refuse 4), and which keeps its handlers wherever it comes in the
+// import order. A version 2 drop-in does not: containerd 2.0 and 2.2 lose
+// its runtime handlers when a version 3 file was loaded before it (found
+// by the compatibility matrix, docs/compatibility.md).
+const dropInVersion = 3
 
 // configFile is one file of containerd's config as containerd would load
 // it.
@@ -91,14 +89,18 @@ func parseConfigFile(hostPath string, data []byte) (*configFile, error) {
 }
 
 // handlerTable returns the runtime handler table name in this file, if the
-// file defines it.
+// file defines it under either CRI plugin: containerd migrates a version 2
+// file's tables to the new plugin and reads the new plugin's tables in any
+// file, so both end up merged with the drop-in's.
 func (f *configFile) handlerTable(name string) (map[string]any, bool) {
-	t, ok := dig(f.tree, "plugins", criPlugin(f.Version), "containerd", "runtimes", name)
-	if !ok {
-		return nil, false
+	for _, p := range []string{criPlugin(f.Version), criPluginV3, criPluginV2} {
+		if t, ok := dig(f.tree, "plugins", p, "containerd", "runtimes", name); ok {
+			if m, ok := t.(map[string]any); ok {
+				return m, true
+			}
+		}
 	}
-	m, ok := t.(map[string]any)
-	return m, ok
+	return nil, false
 }
 
 // dig walks nested TOML tables.

@@ -111,7 +111,6 @@ func Install(ctx context.Context, o Options) error {
 	defaultDropIn := filepath.Join(defaultDropInFolder, dropInName)
 	var (
 		dropIn     = defaultDropIn
-		dropInVer  = int64(3)
 		mainData   []byte // new main config, nil: unchanged
 		mainEdit   *Insertion
 		mainExists = g != nil
@@ -123,7 +122,6 @@ func Install(ctx context.Context, o Options) error {
 		if v := g.Main.Version; v < 2 || v > 4 {
 			return fmt.Errorf("%s has config version %d; containerd 2.x reads versions 2 to 4 (containerd config migrate writes the current one)", o.Config, v)
 		}
-		dropInVer = dropInVersion(g.Main.Version)
 		if p, ok := dropInDirFor(g.Main, dropInName); ok {
 			dropIn = p
 		} else if !hasImport(g.Main, dropIn) {
@@ -158,7 +156,7 @@ func Install(ctx context.Context, o Options) error {
 	if filepath.Clean(o.BinDir) != DefaultBinDir {
 		runtimePath = filepath.Join(o.BinDir, ShimName)
 	}
-	dropInData := renderDropIn(dropInVer, o.Handlers, o.Policy, runtimePath)
+	dropInData := renderDropIn(dropInVersion, o.Handlers, o.Policy, runtimePath)
 	if cur, err := os.ReadFile(h.real(dropIn)); err == nil && !sameBytes(cur, dropInData) && rec.file(dropIn) == nil {
 		return fmt.Errorf("%s exists and was not written by nsiso install; move it away first", dropIn)
 	}

@@ -284,9 +284,9 @@ func TestInstallRefusals(t *testing.T) {
 			DefaultConfig:                   "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n",
 			"/etc/containerd/conf.d/z.toml": "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nsiso.options]\n  ConfigPath = \"/elsewhere.toml\"\n"},
 			want: `CRI runtime handler "nsiso" is already configured in /etc/containerd/conf.d/z.toml`},
-		{name: "the merged config names another runtime", files: map[string]string{
+		{name: "a version 2 config with a table of the new plugin", files: map[string]string{
 			DefaultConfig: "version = 2\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nsiso]\n  runtime_type = \"io.containerd.kata.v2\"\n"},
-			want: `refusing to install: containerd would run handler "nsiso" with runtime_type "io.containerd.kata.v2"`},
+			want: `CRI runtime handler "nsiso" already exists in /etc/containerd/config.toml with runtime_type "io.containerd.kata.v2"`},
 		{name: "config version containerd does not know", files: map[string]string{DefaultConfig: "version = 9\n"},
 			want: "has config version 9; containerd 2.x reads versions 2 to 4"},
 		{name: "missing import", files: map[string]string{DefaultConfig: "version = 3\nimports = [\"/etc/containerd/gone.toml\"]\n"},
