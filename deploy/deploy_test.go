@@ -228,6 +228,11 @@ func TestManifestsAgree(t *testing.T) {
 	if len(o.accounts) != 1 || o.accounts[0].Namespace != sa || len(o.namespaces) != 1 || o.namespaces[0].Name != sa {
 		t.Errorf("service account %+v, namespaces %+v", o.accounts, o.namespaces)
 	}
+	// Privileged pods with hostPID are refused by Pod Security Admission
+	// in a namespace that does not allow them.
+	if len(o.namespaces) == 1 && o.namespaces[0].Labels["pod-security.kubernetes.io/enforce"] != "privileged" {
+		t.Errorf("namespace %s does not allow privileged pods: %v", sa, o.namespaces[0].Labels)
+	}
 	if len(o.bindings) != 1 || o.bindings[0].RoleRef.Name != o.roles[0].Name || len(o.bindings[0].Subjects) != 1 ||
 		o.bindings[0].Subjects[0].Name != "nsiso-installer" || o.bindings[0].Subjects[0].Namespace != sa {
 		t.Errorf("binding: %+v", o.bindings)

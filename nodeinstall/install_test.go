@@ -438,3 +438,33 @@ func TestInstallFollowsTheSystemdCgroupDriver(t *testing.T) {
 		}
 	}
 }
+
+// A file install added and someone changed since is not removed silently;
+// --force removes it.
+func TestUninstallChangedFile(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	h := newFakeHost(t, map[string]string{DefaultConfig: v3NoImports})
+	before := snapshot(t, h.root)
+	if err := Install(ctx, h.opts()); err != nil {
+		t.Fatal(err)
+	}
+	dropIn := filepath.Join(h.root, "/etc/containerd/conf.d/nsiso-cri.toml")
+	if err := os.WriteFile(dropIn, []byte("# mine now\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	installed := snapshot(t, h.root)
+	err := Uninstall(ctx, h.uninstallOpts())
+	if err == nil || !strings.Contains(err.Error(), "refusing to uninstall, nothing was changed: /etc/containerd/conf.d/nsiso-cri.toml changed since install (pass --force to remove it anyway)") {
+		t.Fatalf("got %v", err)
+	}
+	if d := diffSnapshots(installed, snapshot(t, h.root)); len(d) > 0 {
+		t.Errorf("a refused uninstall changed files: %v", d)
+	}
+	if err := Uninstall(ctx, h.uninstallOpts("--force")); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffSnapshots(before, snapshot(t, h.root)); len(d) > 0 {
+		t.Errorf("uninstall --force did not restore the host: %v", d)
+	}
+}
