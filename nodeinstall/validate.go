@@ -31,7 +31,8 @@ type validator struct {
 }
 
 // findContainerd picks the containerd that validates: the one given, else
-// the host's own under root.
+// the host's own under root (its usual directories, then, on the node
+// itself, PATH).
 func findContainerd(root, given string) validator {
 	if given != "" {
 		return validator{root: root, binary: given}
@@ -43,6 +44,12 @@ func findContainerd(root, given string) validator {
 				return validator{root: root, binary: p}
 			}
 			return validator{root: root, binary: p, chroot: true}
+		}
+	}
+	// On the node itself, wherever the operator's PATH finds it.
+	if root == "/" {
+		if p, err := exec.LookPath("containerd"); err == nil {
+			return validator{root: root, binary: p}
 		}
 	}
 	return validator{root: root}
