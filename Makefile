@@ -16,10 +16,14 @@ CONTAINERD_VERSION ?= v2.4.2
 DEPS_BIN ?= $(OUT)/deps/$(CONTAINERD_VERSION)/bin
 export RUNC_VERSION CONTAINERD_VERSION
 
+# The installer image of deploy/ (make image); the manifests name this tag.
+INSTALLER_IMAGE ?= ghcr.io/nsiso/nsiso-installer:dev
+INSTALLER_ARCHIVE ?= $(OUT)/nsiso-installer.tar
+
 FUZZTIME ?= 10s
 INTEGRATION_TIMEOUT ?= 20m
 
-.PHONY: all build deps install uninstall demo test unit fuzz-seeds fuzz integration vet fmt clean
+.PHONY: all build deps install uninstall demo test unit fuzz-seeds fuzz integration vet fmt clean image
 
 all: build
 
@@ -37,6 +41,11 @@ install: build
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/containerd-shim-nsiso-v1 $(DESTDIR)$(PREFIX)/bin/nsiso
 
+# The installer image as an OCI archive: ctr -n k8s.io images import on a
+# node, or push it to a registry (README: Install on a cluster).
+image: build
+	$(GO) run ./deploy/image -busybox /bin/busybox -bin $(BIN) -ref $(INSTALLER_IMAGE) -o $(INSTALLER_ARCHIVE)
+
 demo: deps build
 	NSISO_DEPS_BIN=$(DEPS_BIN) NSISO_BIN=$(BIN) $(GO) run ./demo
 
@@ -49,7 +58,7 @@ vet:
 # (testdata/fuzz) and the f.Add seeds. deploy/admission is a module of its
 # own (the admission policy, run by the Kubernetes API server's plugin).
 unit:
-	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./internal/... ./examples/... ./audit/... ./cmd/nsiso/...
+	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./internal/... ./examples/... ./audit/... ./cmd/nsiso/... ./nodeinstall/... ./deploy/...
 	cd deploy/admission && $(GO) test -count=1 ./...
 
 # Short coverage-guided fuzzing, on demand.
@@ -66,6 +75,14 @@ test: vet unit integration
 
 clean:
 	rm -rf $(OUT)
+
+# The compatibility matrix, on demand only (CI runs the pinned pair): the
+# integration suite on each containerd with each runc (docs/compatibility.md).
+MATRIX_CONTAINERD ?= v2.0.14 v2.2.9 v2.4.2
+MATRIX_RUNC ?= debian v1.4.3 v1.5.2
+.PHONY: matrix
+matrix: build
+	CONTAINERD_VERSIONS="$(MATRIX_CONTAINERD)" RUNC_VERSIONS="$(MATRIX_RUNC)" NSISO_BIN=$(BIN) bash scripts/matrix.sh
 
 # Benchmarks, on demand only: the spec rewrite and shim micro-benchmarks,
 # then nsiso against runc.v2 side by side on a private containerd; the

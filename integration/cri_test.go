@@ -134,22 +134,8 @@ func (c *criSuite) boot(s *suite) error {
 	if err != nil {
 		return err
 	}
-	nsCtx, err := c.ctd.Namespace(ctx, criNS)
-	if err != nil {
+	if err := loadCRIImages(ctx, c.ctd, s.dir); err != nil {
 		return err
-	}
-	for ref, cmd := range map[string][]string{criAppImage: {"/bin/sh"}, criPauseImage: {"/bin/sleep", "2147483647"}} {
-		var buf bytes.Buffer
-		if err := testenv.BuildBusyboxImageWithCmd(ctx, deps.Busybox, nil, ref, cmd, &buf); err != nil {
-			return err
-		}
-		p := filepath.Join(s.dir, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
-		if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
-			return err
-		}
-		if _, err := testenv.ImportImage(nsCtx, c.ctd.Client(), p); err != nil {
-			return err
-		}
 	}
 	conn, err := grpc.NewClient("unix://"+c.ctd.Address(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -157,11 +143,45 @@ func (c *criSuite) boot(s *suite) error {
 	}
 	c.rt = runtimeapi.NewRuntimeServiceClient(conn)
 	c.img = runtimeapi.NewImageServiceClient(conn)
-	// CRI learns of imported images from containerd's events; wait for it.
+	return waitCRIImages(ctx, c.img, criAppImage, criPauseImage)
+}
+
+// loadCRIImages imports the app and pause images into the daemon's CRI
+// namespace; scratch holds the image archives.
+func loadCRIImages(ctx context.Context, ctd *testenv.Containerd, scratch string) error {
+	deps, err := testenv.FindDeps()
+	if err != nil {
+		return err
+	}
+	nsCtx, err := ctd.Namespace(ctx, criNS)
+	if err != nil {
+		return err
+	}
+	for ref, cmd := range map[string][]string{criAppImage: {"/bin/sh"}, criPauseImage: {"/bin/sleep", "2147483647"}} {
+		p := filepath.Join(scratch, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
+		if _, err := os.Stat(p); err != nil {
+			var buf bytes.Buffer
+			if err := testenv.BuildBusyboxImageWithCmd(ctx, deps.Busybox, nil, ref, cmd, &buf); err != nil {
+				return err
+			}
+			if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+				return err
+			}
+		}
+		if _, err := testenv.ImportImage(nsCtx, ctd.Client(), p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitCRIImages waits until CRI knows the images: it learns of imported
+// images from containerd's events.
+func waitCRIImages(ctx context.Context, img runtimeapi.ImageServiceClient, refs ...string) error {
 	deadline := time.Now().Add(20 * time.Second)
-	for _, ref := range []string{criAppImage, criPauseImage} {
+	for _, ref := range refs {
 		for {
-			st, err := c.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+			st, err := img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 			if err == nil && st.Image != nil {
 				break
 			}

@@ -11,8 +11,11 @@
 #
 # Environment:
 #   BIN                 where the Go binaries go (default <repo>/_output/deps/bin)
-#   RUNC_VERSION        runc module version (default v1.4.3)
+#   RUNC_VERSION        runc module version (default v1.4.3), or "debian" for
+#                       Debian's runc package (linked into BIN)
 #   CONTAINERD_VERSION  containerd module version (default v2.4.2)
+#   ONLY                "runc" or "containerd": install only that (make matrix
+#                       builds each version once and combines them)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +25,10 @@ CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.4.2}"
 # libc6-dev: runc's nsenter is cgo, and gcc only recommends the libc
 # headers, so a gcc installed without recommends cannot build it.
 APT_PACKAGES=(busybox-static util-linux procps libc6-dev)
+ONLY="${ONLY:-}"
+if [[ "$RUNC_VERSION" == debian && "$ONLY" != containerd ]]; then
+	APT_PACKAGES+=(runc)
+fi
 
 log() { echo "install-deps: $*"; }
 
@@ -93,7 +100,13 @@ up_to_date() {
 	done
 }
 
-if up_to_date runc "$RUNC_VERSION" runc; then
+if [[ "$ONLY" == containerd ]]; then
+	:
+elif [[ "$RUNC_VERSION" == debian ]]; then
+	ln -sf /usr/sbin/runc "$BIN/runc"
+	echo "$RUNC_VERSION" >"$BIN/.runc-version"
+	log "runc from Debian's package: $(/usr/sbin/runc --version | head -1)"
+elif up_to_date runc "$RUNC_VERSION" runc; then
 	log "runc $RUNC_VERSION already in $BIN"
 else
 	log "go install runc@$RUNC_VERSION -> $BIN"
@@ -105,7 +118,9 @@ fi
 # containerd-shim-runc-v2 is what containerd execs for the
 # io.containerd.runc.v2 runtime, so it must come from the same release.
 CONTAINERD_BINS=(containerd ctr containerd-shim-runc-v2)
-if up_to_date containerd "$CONTAINERD_VERSION" "${CONTAINERD_BINS[@]}"; then
+if [[ "$ONLY" == runc ]]; then
+	:
+elif up_to_date containerd "$CONTAINERD_VERSION" "${CONTAINERD_BINS[@]}"; then
 	log "containerd $CONTAINERD_VERSION already in $BIN"
 else
 	log "go install containerd, ctr, containerd-shim-runc-v2 @$CONTAINERD_VERSION -> $BIN (takes a minute the first time)"

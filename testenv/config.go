@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -122,4 +124,18 @@ func mergeTOML(dst, src map[string]any) {
 		}
 		dst[k] = v
 	}
+}
+
+// importsConfig is a config that only imports files, in order.
+func importsConfig(files []string) string {
+	var b strings.Builder
+	b.WriteString("version = 3\nimports = [")
+	for i, f := range files {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Quote(f))
+	}
+	b.WriteString("]\n")
+	return b.String()
 }

@@ -60,6 +60,13 @@ type Options struct {
 	// key by key, any other value replaces the generated one. It must use
 	// the config layout of the generated file (version 3).
 	ExtraConfig string
+	// ConfigImports are config files of any version for the daemon to load
+	// the way it loads a node's config and its drop-ins. The daemon's
+	// config then only imports them and, last, the generated settings, so
+	// that this daemon's own paths win over the paths in those files.
+	// Their own imports are loaded after all of that, as containerd loads
+	// imports breadth first.
+	ConfigImports []string
 	// LogPath receives the daemon's output. Empty means <Dir>/containerd.log,
 	// which Stop deletes with Dir; set it outside Dir to keep the log.
 	LogPath string
@@ -89,11 +96,14 @@ type Containerd struct {
 	version      string
 	ctr          string
 
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
-	client  *client.Client
-	serving bool // answered once; otherwise Stop skips the API clean-up
+	cmd          *exec.Cmd
+	args         []string // the daemon's command line, for Restart
+	env          []string
+	startTimeout time.Duration
+	exited       chan struct{}
+	waitErr      error
+	client       *client.Client
+	serving      bool // answered once; otherwise Stop skips the API clean-up
 
 	namespaces []string // seen at Stop, for cgroup cleanup
 
@@ -155,7 +165,6 @@ func StartContainerd(ctx context.Context, opts Options) (_ *Containerd, retErr e
 		fifoDir:      filepath.Join(dir, "fifo"),
 		version:      version,
 		ctr:          opts.Ctr,
-		exited:       make(chan struct{}),
 	}
 	if c.logPath == "" {
 		c.logPath = filepath.Join(dir, "containerd.log")
@@ -206,23 +215,45 @@ func StartContainerd(ctx context.Context, opts Options) (_ *Containerd, retErr e
 	if err != nil {
 		return nil, fmt.Errorf("start containerd: %w", err)
 	}
+	if len(opts.ConfigImports) > 0 {
+		generated := filepath.Join(dir, "generated.toml")
+		if err := os.WriteFile(generated, []byte(cfg), 0o600); err != nil {
+			return nil, fmt.Errorf("start containerd: write config: %w", err)
+		}
+		cfg = importsConfig(append(append([]string{}, opts.ConfigImports...), generated))
+	}
 	if err := os.WriteFile(c.configPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("start containerd: write config: %w", err)
 	}
-
-	logFile, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("start containerd: open log: %w", err)
-	}
-	defer logFile.Close()
 
 	logLevel := opts.LogLevel
 	if logLevel == "" {
 		logLevel = "info"
 	}
-	cmd := exec.Command(binary, "--config", c.configPath, "--log-level", logLevel)
-	cmd.Dir = dir
-	cmd.Env = daemonEnv(os.Environ(), opts.PathPrepend, opts.Env)
+	c.args = []string{binary, "--config", c.configPath, "--log-level", logLevel}
+	c.env = daemonEnv(os.Environ(), opts.PathPrepend, opts.Env)
+	c.startTimeout = opts.StartTimeout
+	if c.startTimeout == 0 {
+		c.startTimeout = defaultStartTimeout
+	}
+	if err := c.launch(ctx); err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	c.serving = true
+	return c, nil
+}
+
+// launch starts the daemon process and waits until it serves.
+func (c *Containerd) launch(ctx context.Context) error {
+	logFile, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer logFile.Close()
+
+	cmd := exec.Command(c.args[0], c.args[1:]...)
+	cmd.Dir = c.dir
+	cmd.Env = c.env
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -235,6 +266,8 @@ func StartContainerd(ctx context.Context, opts Options) (_ *Containerd, retErr e
 	// Go retires a thread when a goroutine that locked it ends, which
 	// tests entering namespaces do; forking from a goroutine that stays
 	// locked until the daemon exits pins the thread.
+	exited := make(chan struct{})
+	c.exited = exited
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -245,22 +278,38 @@ func StartContainerd(ctx context.Context, opts Options) (_ *Containerd, retErr e
 		}
 		started <- nil
 		c.waitErr = cmd.Wait()
-		close(c.exited)
+		close(exited)
 	}()
 	if err := <-started; err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
+		close(exited)
+		return err
 	}
 	c.cmd = cmd
+	if err := c.waitServing(ctx, c.startTimeout); err != nil {
+		return fmt.Errorf("%w\n%s", err, c.logTail())
+	}
+	return nil
+}
 
-	timeout := opts.StartTimeout
-	if timeout == 0 {
-		timeout = defaultStartTimeout
+// Restart stops the daemon with SIGTERM, as a service manager would, and
+// starts it again with the same command line, so it rereads its config
+// (and the files that config imports). Running tasks are left alone: their
+// shims outlive the daemon and the new daemon reconnects to them.
+func (c *Containerd) Restart(ctx context.Context) error {
+	if c.cmd == nil || c.hasExited() {
+		return errors.New("restart containerd: not running")
 	}
-	if err := c.waitServing(ctx, timeout); err != nil {
-		return nil, fmt.Errorf("start containerd: %w\n%s", err, c.logTail())
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(stopGracePeriod):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
 	}
-	c.serving = true
-	return c, nil
+	if err := c.launch(ctx); err != nil {
+		return fmt.Errorf("restart containerd: %w", err)
+	}
+	return nil
 }
 
 // waitServing polls the socket until the daemon answers, it exits, or the

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/nsiso/nsiso/audit"
+	"github.com/nsiso/nsiso/nodeinstall"
 )
 
 const usage = `Usage: nsiso <command> [flags]
@@ -23,6 +24,8 @@ const usage = `Usage: nsiso <command> [flags]
 Commands:
   audit     report every container's IPC/PID namespace and /dev/shm; fail on
             host sharing (CIS Docker Benchmark 5.16, and 5.15 with --pid)
+  install   put the shim on this node and register nsiso's CRI runtime handler
+  uninstall take back what install added, byte for byte
   help      show this help, or a command's: nsiso help audit
   version   print the version
 `
@@ -42,6 +45,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "audit":
 		return audit.Main(ctx, args[1:], stdout, stderr)
+	case "install", "uninstall":
+		return nodeinstall.Main(ctx, args[0] == "uninstall", args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 && args[1] == "audit" {
 			return audit.Main(ctx, []string{"-h"}, stdout, stderr)
