@@ -40,44 +40,35 @@ func run() error {
 		return errors.New("run as root: containerd and runc need it")
 	}
 	ctx := context.Background()
-	deps, err := testenv.FindDeps()
+	h, err := testenv.NewHarness()
 	if err != nil {
 		return err
 	}
-	shimDir := os.Getenv("NSISO_BIN")
-	if shimDir == "" {
-		return errors.New("NSISO_BIN must name the directory holding containerd-shim-nsiso-v1 (make demo sets it)")
-	}
-	dir, err := os.MkdirTemp("", "nsiso-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
+	defer h.Close()
 
 	ctdDir, err := os.MkdirTemp("", "nsdemo-")
 	if err != nil {
 		return err
 	}
-	runcRoot := filepath.Join(ctdDir, "runc")
-	cfg := filepath.Join(dir, "nsiso.toml")
-	cfgBody := fmt.Sprintf(`# The node's rules (the defaults, spelled out), and a default /dev/shm size.
+	runcRoot := testenv.RuncRoot(ctdDir)
+	const rules = `# The node's rules (the defaults, spelled out), and a default /dev/shm size.
 disallow_sharing_host_ipc_namespace = true
 disallow_sharing_host_pid_namespace = true
 default_container_shm_size = "256Mi"
-max_container_shm_size = "1Gi"
-# Keep runc's state with this private containerd.
-root = %q
-`, runcRoot)
-	if err := os.WriteFile(cfg, []byte(cfgBody), 0o644); err != nil {
+max_container_shm_size = "1Gi"`
+	cfg, err := h.WritePolicy("nsiso.toml", runcRoot, rules)
+	if err != nil {
+		return err
+	}
+	cfgBody, err := os.ReadFile(cfg)
+	if err != nil {
 		return err
 	}
 
-	step("Start a private containerd %s with the nsiso shim on its PATH", mustVersion(deps.Containerd))
-	ctd, err := testenv.StartContainerd(ctx, testenv.Options{
-		Binary:      deps.Containerd,
-		Dir:         ctdDir,
-		PathPrepend: []string{shimDir, deps.BinDir},
-		Env:         []string{"NSISO_CONFIG=" + cfg},
+	step("Start a private containerd %s with the nsiso shim on its PATH", mustVersion(h.Deps.Containerd))
+	ctd, err := h.Start(ctx, testenv.Options{
+		Dir: ctdDir,
+		Env: []string{"NSISO_CONFIG=" + cfg},
 	})
 	if err != nil {
 		return err
@@ -89,20 +80,12 @@ root = %q
 		}
 		fmt.Println("done.")
 	}()
-	fmt.Printf("  socket %s\n  nsiso config (NSISO_CONFIG):\n%s", ctd.Address(), indent(cfgBody, "    "))
+	fmt.Printf("  socket %s\n  nsiso config (NSISO_CONFIG):\n%s", ctd.Address(), indent(string(cfgBody), "    "))
 	d := &demo{ctd: ctd, ctx: ctx, fifo: ctd.FIFODir()}
 
 	step("Import a busybox image made locally from Debian's busybox-static")
-	ipcmk := filepath.Join(dir, "ipcmk")
-	if err := testenv.BuildIpcmk(ctx, ipcmk); err != nil {
-		return err
-	}
-	var img bytes.Buffer
-	if err := testenv.BuildBusyboxImage(ctx, deps.Busybox, map[string]string{"/usr/local/bin/ipcmk": ipcmk}, imageRef, &img); err != nil {
-		return err
-	}
-	tarPath := filepath.Join(dir, "busybox.tar")
-	if err := os.WriteFile(tarPath, img.Bytes(), 0o644); err != nil {
+	tarPath, err := h.BusyboxImage(ctx, imageRef, nil)
+	if err != nil {
 		return err
 	}
 	if err := d.ctr(true, "images", "import", tarPath); err != nil {
@@ -138,10 +121,22 @@ root = %q
 	d.ctr(false, d.runArgs("demo-hostpid", []string{"nsiso/pid-mode=share-parent"}, "true")...)
 	d.ctr(false, d.runArgs("demo-badsize", []string{"nsiso/ipc-mode=share-parent", "nsiso/shm-size=1Gi"}, "true")...)
 
+	step("5. Tenant boundaries: a parent is only ever a container of the same containerd namespace, and the host's /dev/shm is refused at any destination")
+	d.ctr(false, d.runArgs("demo-otherns", []string{"nsiso/ipc-mode=share-parent", "nsiso/parent=../default/demo-parent"}, "true")...)
+	d.ctr(false, "run", "--rm", "--fifo-dir", d.fifo, "--runtime", runtime, "--mount", "type=bind,src=/dev,dst=/hostdev,options=rbind:ro", imageRef, "demo-hostdev", "true")
+
+	step("6. max_container_shm_size holds for every /dev/shm a container owns: under a policy with only a cap (96Mi), a client's tmpfs without a size gets the cap, not half of the node's memory")
+	capped, err := h.WritePolicy("capped.toml", runcRoot, `max_container_shm_size = "96Mi"`)
+	if err != nil {
+		return err
+	}
+	d.ctr(false, "run", "--rm", "--fifo-dir", d.fifo, "--runtime", runtime, "--runtime-config-path", capped,
+		"--mount", "type=tmpfs,src=shm,dst=/dev/shm,options=nosuid:nodev", imageRef, "demo-capped", "sh", "-c", "df -h /dev/shm | tail -1")
+
 	d.quiet("task", "kill", "-s", "KILL", "demo-parent")
 	d.quiet("task", "delete", "demo-parent")
 	d.quiet("containers", "delete", "demo-parent")
-	for _, id := range []string{"demo-hostipc", "demo-withns", "demo-hostpid", "demo-badsize"} {
+	for _, id := range []string{"demo-hostipc", "demo-withns", "demo-hostpid", "demo-badsize", "demo-otherns", "demo-hostdev"} {
 		d.quiet("containers", "delete", id)
 	}
 	return nil

@@ -24,6 +24,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nsiso/nsiso/specmod"
+	"github.com/nsiso/nsiso/testenv"
 )
 
 // auditRecord is one object of `nsiso audit --format json`, decoded
@@ -57,7 +58,7 @@ type auditResult struct {
 // shim.
 func nsisoBinary(t *testing.T) string {
 	t.Helper()
-	dir, err := shimBinDir()
+	dir, err := testenv.FindShimDir()
 	if err != nil {
 		t.Fatal(err)
 	}

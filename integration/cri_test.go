@@ -63,19 +63,11 @@ func stopCRI() error {
 
 func (c *criSuite) boot(s *suite) error {
 	ctx := context.Background()
-	deps, err := testenv.FindDeps()
-	if err != nil {
-		return err
-	}
-	shimDir, err := shimBinDir()
-	if err != nil {
-		return err
-	}
 	ctdDir, err := os.MkdirTemp("", "nscri-")
 	if err != nil {
 		return err
 	}
-	c.runcRoot = filepath.Join(ctdDir, "runc")
+	c.runcRoot = testenv.RuncRoot(ctdDir)
 	c.logDir = filepath.Join(s.dir, "pod-logs")
 
 	// The examples, as an operator would install them, with the paths
@@ -124,17 +116,15 @@ func (c *criSuite) boot(s *suite) error {
     root = %q
 `, criPauseImage, c.runcRoot, c.runcRoot)
 
-	c.ctd, err = testenv.StartContainerd(ctx, testenv.Options{
-		Binary:      deps.Containerd,
+	c.ctd, err = s.h.Start(ctx, testenv.Options{
 		Dir:         ctdDir,
-		PathPrepend: []string{shimDir, deps.BinDir},
 		EnableCRI:   true,
 		ExtraConfig: cfg,
 	})
 	if err != nil {
 		return err
 	}
-	if err := loadCRIImages(ctx, c.ctd, s.dir); err != nil {
+	if err := loadCRIImages(ctx, s.h, c.ctd); err != nil {
 		return err
 	}
 	conn, err := grpc.NewClient("unix://"+c.ctd.Address(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -147,26 +137,16 @@ func (c *criSuite) boot(s *suite) error {
 }
 
 // loadCRIImages imports the app and pause images into the daemon's CRI
-// namespace; scratch holds the image archives.
-func loadCRIImages(ctx context.Context, ctd *testenv.Containerd, scratch string) error {
-	deps, err := testenv.FindDeps()
-	if err != nil {
-		return err
-	}
+// namespace.
+func loadCRIImages(ctx context.Context, h *testenv.Harness, ctd *testenv.Containerd) error {
 	nsCtx, err := ctd.Namespace(ctx, criNS)
 	if err != nil {
 		return err
 	}
 	for ref, cmd := range map[string][]string{criAppImage: {"/bin/sh"}, criPauseImage: {"/bin/sleep", "2147483647"}} {
-		p := filepath.Join(scratch, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
-		if _, err := os.Stat(p); err != nil {
-			var buf bytes.Buffer
-			if err := testenv.BuildBusyboxImageWithCmd(ctx, deps.Busybox, nil, ref, cmd, &buf); err != nil {
-				return err
-			}
-			if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
-				return err
-			}
+		p, err := h.BusyboxImage(ctx, ref, cmd)
+		if err != nil {
+			return err
 		}
 		if _, err := testenv.ImportImage(nsCtx, ctd.Client(), p); err != nil {
 			return err

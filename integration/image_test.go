@@ -198,7 +198,7 @@ func buildInstallerImage(t *testing.T, n *fakeNode, ref string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	binDir, err := shimBinDir()
+	binDir, err := testenv.FindShimDir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestInstallerImage(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("the installer exited %d", code)
 	}
-	binDir, _ := shimBinDir()
+	binDir, _ := testenv.FindShimDir()
 	want, _ := os.ReadFile(filepath.Join(binDir, nodeinstall.ShimName))
 	got, err := os.ReadFile(filepath.Join(n.root, "usr/local/bin", nodeinstall.ShimName))
 	if err != nil || !bytes.Equal(got, want) {

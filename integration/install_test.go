@@ -43,7 +43,7 @@ type fakeNode struct {
 // nsisoBin is the freshly built nsiso command.
 func nsisoBin(t *testing.T) string {
 	t.Helper()
-	dir, err := shimBinDir()
+	dir, err := testenv.FindShimDir()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func newFakeNode(t *testing.T, config string) *fakeNode {
 		}
 	})
 	ctx := context.Background()
-	if err := loadCRIImages(ctx, ctd, s.dir); err != nil {
+	if err := loadCRIImages(ctx, s.h, ctd); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := grpc.NewClient("unix://"+ctd.Address(), grpc.WithTransportCredentials(insecure.NewCredentials()))

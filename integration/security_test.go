@@ -55,7 +55,7 @@ func (s *suite) inNamespace(t *testing.T, ns string) *suite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := testenv.ImportImage(ctx, s.ctd.Client(), filepath.Join(s.dir, "image.tar"))
+	img, err := testenv.ImportImage(ctx, s.ctd.Client(), s.imageTar)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +37,9 @@ type suite struct {
 	ctd      *testenv.Containerd
 	ctx      context.Context
 	image    client.Image
+	h        *testenv.Harness
 	dir      string // configs and scratch, outside the daemon's dir
+	imageTar string // the test image's archive, for importing elsewhere
 	runcRoot string // runc state root shared by nsiso and runc.v2
 	// Config files: strict is the daemon-wide default (NSISO_CONFIG).
 	strict, lenient, tight string
@@ -67,8 +68,8 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	if env.dir != "" {
-		os.RemoveAll(env.dir)
+	if env.h != nil {
+		env.h.Close()
 	}
 	os.Exit(code)
 }
@@ -92,45 +93,28 @@ func setup(t *testing.T) *suite {
 }
 
 func (s *suite) boot() error {
-	deps, err := testenv.FindDeps()
-	if err != nil {
+	var err error
+	if s.h, err = testenv.NewHarness(); err != nil {
 		return err
 	}
-	shimDir, err := shimBinDir()
-	if err != nil {
-		return err
-	}
-	if s.dir, err = os.MkdirTemp("", "nsiso-it-"); err != nil {
-		return err
-	}
+	s.dir = s.h.Scratch
 	ctx := context.Background()
-	ipcmk := filepath.Join(s.dir, "ipcmk")
-	if err := testenv.BuildIpcmk(ctx, ipcmk); err != nil {
-		return err
-	}
-	var img bytes.Buffer
-	if err := testenv.BuildBusyboxImage(ctx, deps.Busybox, map[string]string{"/usr/local/bin/ipcmk": ipcmk}, imageRef, &img); err != nil {
-		return err
-	}
-	tarPath := filepath.Join(s.dir, "image.tar")
-	if err := os.WriteFile(tarPath, img.Bytes(), 0o644); err != nil {
+	if s.imageTar, err = s.h.BusyboxImage(ctx, imageRef, nil); err != nil {
 		return err
 	}
 	ctdDir, err := os.MkdirTemp("", "nsct-")
 	if err != nil {
 		return err
 	}
-	s.runcRoot = filepath.Join(ctdDir, "runc")
+	s.runcRoot = testenv.RuncRoot(ctdDir)
 	s.strict = s.writeConfig("strict.toml", `default_container_shm_size = "96Mi"
 max_container_shm_size = "1Gi"`)
 	s.lenient = s.writeConfig("lenient.toml", `disallow_sharing_host_ipc_namespace = false
 disallow_sharing_host_pid_namespace = false`)
 	s.tight = s.writeConfig("tight.toml", `max_container_shm_size = "32Mi"`)
-	s.ctd, err = testenv.StartContainerd(ctx, testenv.Options{
-		Binary:      deps.Containerd,
-		Dir:         ctdDir,
-		PathPrepend: []string{shimDir, deps.BinDir},
-		Env:         []string{"NSISO_CONFIG=" + s.strict},
+	s.ctd, err = s.h.Start(ctx, testenv.Options{
+		Dir: ctdDir,
+		Env: []string{"NSISO_CONFIG=" + s.strict},
 	})
 	if err != nil {
 		return err
@@ -138,36 +122,19 @@ disallow_sharing_host_pid_namespace = false`)
 	if s.ctx, err = s.ctd.Namespace(ctx, testNS); err != nil {
 		return err
 	}
-	fmt.Printf("integration: containerd %s at %s, runc %s\n", s.ctd.Version(), s.ctd.Address(), deps.Runc)
-	s.image, err = testenv.ImportImage(s.ctx, s.ctd.Client(), tarPath)
+	fmt.Printf("integration: containerd %s at %s, runc %s\n", s.ctd.Version(), s.ctd.Address(), s.h.Deps.Runc)
+	s.image, err = testenv.ImportImage(s.ctx, s.ctd.Client(), s.imageTar)
 	return err
 }
 
 // writeConfig writes an nsiso.toml that keeps runc's state under the
 // daemon's directory, where parent lookups must find it.
 func (s *suite) writeConfig(name, body string) string {
-	p := filepath.Join(s.dir, name)
-	data := fmt.Sprintf("root = %q\n%s\n", s.runcRoot, body)
-	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+	p, err := s.h.WritePolicy(name, s.runcRoot, body)
+	if err != nil {
 		panic(err)
 	}
 	return p
-}
-
-// shimBinDir finds the freshly built containerd-shim-nsiso-v1.
-func shimBinDir() (string, error) {
-	dir := os.Getenv("NSISO_BIN")
-	if dir == "" {
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			return "", err
-		}
-		dir = filepath.Join(root, "_output", "bin")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "containerd-shim-nsiso-v1")); err != nil {
-		return "", fmt.Errorf("containerd-shim-nsiso-v1 not built (run `make build`): %w", err)
-	}
-	return filepath.Abs(dir)
 }
 
 // spec describes one container of a test.

@@ -97,11 +97,12 @@ func TestUpgradeInPlace(t *testing.T) {
 	}
 
 	// A suite of the node's daemon: same helpers, its own runc root.
-	up := &suite{ctd: n.cri.ctd, dir: t.TempDir(), runcRoot: n.cri.runcRoot}
+	up := &suite{ctd: n.cri.ctd, h: &testenv.Harness{Deps: s.h.Deps, ShimDir: s.h.ShimDir, Scratch: t.TempDir()}, runcRoot: n.cri.runcRoot}
+	up.dir = up.h.Scratch
 	if up.ctx, err = up.ctd.Namespace(context.Background(), testNS); err != nil {
 		t.Fatal(err)
 	}
-	if up.image, err = testenv.ImportImage(up.ctx, up.ctd.Client(), filepath.Join(s.dir, "image.tar")); err != nil {
+	if up.image, err = testenv.ImportImage(up.ctx, up.ctd.Client(), s.imageTar); err != nil {
 		t.Fatal(err)
 	}
 	cfg := up.writeConfig("nsiso.toml", "")
