@@ -133,8 +133,6 @@ func shmMountIndex(s *specs.Spec) int {
 	return -1
 }
 
-
-
 // insertShmMount puts m right after the /dev mount, since a mount on /dev
 // placed later would hide it.
 func insertShmMount(s *specs.Spec, m specs.Mount) {
