@@ -55,6 +55,7 @@ fuzz:
 	$(GO) test ./specmod -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./specmod -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./shim -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./shim -run '^$$' -fuzz '^FuzzConfigMatchesGoTOML$$' -fuzztime $(FUZZTIME)
 
 integration: deps build
 	NSISO_DEPS_BIN=$(DEPS_BIN) NSISO_BIN=$(BIN) $(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) -v ./testenv/... ./integration/...
