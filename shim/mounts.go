@@ -209,19 +209,48 @@ func isMountRoot(f *os.File) (bool, error) {
 	return self.Dev != parent.Dev, nil
 }
 
+// stateNames are what nsiso may make in a bundle's nsiso directory.
+var stateNames = [...]string{pinIPCName, pinPIDName, pinShmName, ownShmName}
+
 // cleanupState unmounts everything nsiso mounted for the container of this
 // bundle and removes its directory. It is safe to call more than once.
+//
+// It runs at every Delete and again in `shim delete`, so it does only
+// what the directory calls for: most containers have none (one failed
+// open), a private one only its /dev/shm, a child only its pins.
 func cleanupState(bundle string) error {
 	dir := stateDir(bundle)
-	// Most containers have nothing of nsiso's, and this runs at every
-	// Delete and again in `shim delete`: one lstat, instead of an unmount
-	// and a removal per name. Nothing can be mounted beneath a directory
-	// that does not exist.
-	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+	var present, isDir [len(stateNames)]bool
+	listed := false
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		// Nothing can be mounted beneath a directory that does not exist.
 		return nil
 	}
+	if err == nil {
+		entries, rerr := f.ReadDir(-1)
+		f.Close()
+		listed = rerr == nil
+		for _, e := range entries {
+			for i, n := range stateNames {
+				if e.Name() == n {
+					present[i], isDir[i] = true, e.IsDir()
+				}
+			}
+		}
+	}
+	if !listed {
+		// Not a plain directory, or unreadable: try every name, as an
+		// unmount or removal of what is not there fails harmlessly.
+		for i := range present {
+			present[i] = true
+		}
+	}
 	var errs []error
-	for _, name := range []string{pinIPCName, pinPIDName, pinShmName, ownShmName} {
+	for i, name := range stateNames {
+		if !present[i] {
+			continue
+		}
 		p := filepath.Join(dir, name)
 		for {
 			err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
@@ -239,10 +268,26 @@ func cleanupState(bundle string) error {
 		// would reach into the parent's /dev/shm.
 		return errors.Join(errs...)
 	}
-	for _, name := range []string{pinIPCName, pinPIDName, pinShmName, ownShmName, ""} {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+	for i, name := range stateNames {
+		if !present[i] {
+			continue
 		}
+		p := filepath.Join(dir, name)
+		var err error
+		switch {
+		case !listed:
+			err = os.Remove(p)
+		case isDir[i]:
+			err = os.NewSyscallError("rmdir", unix.Rmdir(p))
+		default:
+			err = os.NewSyscallError("unlink", unix.Unlink(p))
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
+		}
+	}
+	if err := unix.Rmdir(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
 	}
 	return errors.Join(errs...)
 }
