@@ -324,6 +324,9 @@ func printReport(w io.Writer, r *result) {
 		printPaired(w, p)
 	}
 	if t := r.Trace; t != nil {
+		if t.Skipped != "" {
+			head("trace: skipped: %s", t.Skipped)
+		}
 		for _, m := range t.Modes {
 			head("trace %s: where the time goes (%d traced `ctr run --rm` per shim; medians, ms; \"@\" rows are offsets from the client's start)", m.Mode, m.N)
 			printTrace(w, m)

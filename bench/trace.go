@@ -15,6 +15,9 @@ type traceResult struct {
 	Missing map[string][]string `json:"missing_probes,omitempty"`
 	Modes   []traceMode         `json:"modes"`
 	Profile *profileResult      `json:"profile,omitempty"`
+	// Skipped says why the kernel could not trace (no tracefs, no
+	// uprobes); the other benchmarks do not need it.
+	Skipped string `json:"skipped,omitempty"`
 }
 
 type traceMode struct {
@@ -41,7 +44,7 @@ func (e *env) benchTrace(ctx context.Context, n int) (_ *traceResult, retErr err
 	}
 	tr, missing, err := openTracefs(bins)
 	if err != nil {
-		return nil, fmt.Errorf("trace: %w", err)
+		return &traceResult{Skipped: err.Error()}, nil
 	}
 	defer func() {
 		if err := tr.close(); err != nil && retErr == nil {
