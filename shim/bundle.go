@@ -162,15 +162,31 @@ func (b *bundleSpec) write() error {
 // nsiso rewrites must appear once in whatever case, or what runc reads
 // would be a mix of nsiso's value and another: more than one is refused,
 // and a single one is renamed to its lower-case form, which nsiso writes.
-// (What nsiso read is what runc would have read: the same decoding.)
+// (What nsiso read is what runc would have read: the same decoding.) The
+// object is read in one pass, keys in order with their duplicates, which
+// a decoded map cannot tell.
 func ownedObject(data []byte, owned ...string) (map[string]json.RawMessage, error) {
-	keys, err := objectKeys(data)
-	if err != nil {
-		return nil, err
+	d := json.NewDecoder(bytes.NewReader(data))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return nil, fmt.Errorf("not a JSON object (%v)", err)
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, err
+	m := map[string]json.RawMessage{}
+	var keys []string
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return nil, err
+		}
+		k, ok := t.(string)
+		if !ok {
+			return nil, fmt.Errorf("a key of the object is not a string")
+		}
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+		m[k] = v
 	}
 	for _, name := range owned {
 		var found []string
@@ -188,30 +204,4 @@ func ownedObject(data []byte, owned ...string) (map[string]json.RawMessage, erro
 		}
 	}
 	return m, nil
-}
-
-// objectKeys lists the keys of a JSON object in order, duplicates
-// included, which a decoded map cannot tell.
-func objectKeys(data []byte) ([]string, error) {
-	d := json.NewDecoder(bytes.NewReader(data))
-	if t, err := d.Token(); err != nil || t != json.Delim('{') {
-		return nil, fmt.Errorf("not a JSON object (%v)", err)
-	}
-	var keys []string
-	for d.More() {
-		t, err := d.Token()
-		if err != nil {
-			return nil, err
-		}
-		k, ok := t.(string)
-		if !ok {
-			return nil, fmt.Errorf("a key of the object is not a string")
-		}
-		keys = append(keys, k)
-		var skip json.RawMessage
-		if err := d.Decode(&skip); err != nil {
-			return nil, err
-		}
-	}
-	return keys, nil
 }
