@@ -41,6 +41,8 @@ type criSetup struct {
 	scratch   string
 	runcPath  string
 	nsisoShim string
+	// started is told of the CRI daemon once it serves.
+	started func(*testenv.Containerd)
 }
 
 // criEnv is a CRI-enabled private containerd and a CRI client of it.
@@ -100,6 +102,9 @@ func startCRI(ctx context.Context, s criSetup) (_ *criEnv, retErr error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if s.started != nil {
+		s.started(ctd)
 	}
 	c := &criEnv{ctd: ctd, logDir: filepath.Join(s.scratch, "pod-logs"), stopped: map[string]chan struct{}{}}
 	defer func() {

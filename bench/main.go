@@ -298,6 +298,11 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 		return err
 	}
 
+	// Whatever runs, the load and any other daemon before and after it:
+	// they say whether something else competed for the CPUs.
+	res.Host.LoadAvg[0], res.Host.OtherDaemons[0] = loadAvg(), otherDaemons()
+	defer func() { res.Host.LoadAvg[1], res.Host.OtherDaemons[1] = loadAvg(), otherDaemons() }()
+
 	// Short: the daemon's sockets live inside and must fit in sun_path.
 	ctdDir, err := os.MkdirTemp("", "nsb-")
 	if err != nil {
@@ -333,7 +338,15 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 	// over the originals next to containerd; the same-library runc.v2 is
 	// run by its absolute path.
 	pathDirs := []string{filepath.Dir(runcPath), filepath.Dir(stockPath), filepath.Dir(nsisoPath), deps.BinDir}
-	criEnvSetup := criSetup{deps: deps, pathDirs: pathDirs, scratch: scratch, runcPath: runcPath, nsisoShim: nsisoPath}
+	criEnvSetup := criSetup{deps: deps, pathDirs: pathDirs, scratch: scratch, runcPath: runcPath, nsisoShim: nsisoPath,
+		started: func(ctd *testenv.Containerd) {
+			// A CRI-only run has no other daemon to describe.
+			if res.Host.Containerd == "" {
+				res.Host.Containerd, res.Host.Snapshotter = ctd.Version(), ctd.Snapshotter()
+				res.Host.StateFS = testenv.FSType(filepath.Join(ctd.Dir(), "state"))
+				res.Host.RuncRootFS = testenv.FSType(filepath.Join(ctd.Dir(), "runc"))
+			}
+		}}
 	// Started first, so that it runs after the daemon's teardown.
 	defer removeDefaultRuncRoot(benchNS)()
 	if o.runs("ctr") || o.runs("trace") || o.runs("lifecycle") || o.runs("child") || o.runs("concurrency") || o.runs("memory") {
@@ -357,9 +370,7 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 			removeDaemonDir(ctdDir)
 			return err
 		}
-		res.Host.LoadAvg[0], res.Host.OtherDaemons[0] = loadAvg(), otherDaemons(ctd.PID())
 		defer func() {
-			res.Host.LoadAvg[1], res.Host.OtherDaemons[1] = loadAvg(), otherDaemons(ctd.PID())
 			fmt.Fprintln(os.Stderr, "bench: stopping containerd")
 			if err := ctd.Stop(); err != nil {
 				retErr = errors.Join(retErr, err)
