@@ -47,7 +47,7 @@ vet:
 # Unit tests of pure code; `go test` also runs every committed fuzz seed
 # (testdata/fuzz) and the f.Add seeds.
 unit:
-	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./internal/... ./examples/... ./audit/... ./cmd/nsiso/...
+	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./internal/... ./examples/... ./audit/... ./cmd/nsiso/... ./bench/...
 
 # Short coverage-guided fuzzing, on demand.
 fuzz:
@@ -66,9 +66,10 @@ clean:
 	rm -rf $(OUT)
 
 # Benchmarks, on demand only: the spec rewrite and shim micro-benchmarks,
-# then nsiso against runc.v2 side by side on a private containerd; the
-# report (tables, and _output/bench/result.json) includes both. Flags go
-# in BENCH_FLAGS, e.g. BENCH_FLAGS='-n 100 -state-tmpfs'.
+# then nsiso against the stock runc.v2 (and runc.v2 built from nsiso's
+# library) side by side on private containerds; the report (tables, and
+# _output/bench/result.json) includes both. Flags go in BENCH_FLAGS, e.g.
+# BENCH_FLAGS='-only ctr -n 200' (docs/performance.md lists them).
 BENCH_FLAGS ?=
 .PHONY: bench
 bench: deps build
