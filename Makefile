@@ -58,7 +58,7 @@ vet:
 # (testdata/fuzz) and the f.Add seeds. deploy/admission is a module of its
 # own (the admission policy, run by the Kubernetes API server's plugin).
 unit:
-	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./internal/... ./examples/... ./audit/... ./cmd/nsiso/... ./nodeinstall/... ./deploy/...
+	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./internal/... ./examples/... ./audit/... ./cmd/nsiso/... ./nodeinstall/... ./deploy/... ./bench/...
 	cd deploy/admission && $(GO) test -count=1 ./...
 
 # Short coverage-guided fuzzing, on demand.
@@ -67,6 +67,7 @@ fuzz:
 	$(GO) test ./specmod -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./specmod -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./shim -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./shim -run '^$$' -fuzz '^FuzzConfigMatchesGoTOML$$' -fuzztime $(FUZZTIME)
 
 integration: deps build
 	NSISO_DEPS_BIN=$(DEPS_BIN) NSISO_BIN=$(BIN) $(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) -v ./testenv/... ./integration/...
@@ -85,9 +86,10 @@ matrix: build
 	CONTAINERD_VERSIONS="$(MATRIX_CONTAINERD)" RUNC_VERSIONS="$(MATRIX_RUNC)" NSISO_BIN=$(BIN) bash scripts/matrix.sh
 
 # Benchmarks, on demand only: the spec rewrite and shim micro-benchmarks,
-# then nsiso against runc.v2 side by side on a private containerd; the
-# report (tables, and _output/bench/result.json) includes both. Flags go
-# in BENCH_FLAGS, e.g. BENCH_FLAGS='-n 100 -state-tmpfs'.
+# then nsiso against the stock runc.v2 (and runc.v2 built from nsiso's
+# library) side by side on private containerds; the report (tables, and
+# _output/bench/result.json) includes both. Flags go in BENCH_FLAGS, e.g.
+# BENCH_FLAGS='-only ctr -n 200' (docs/performance.md lists them).
 BENCH_FLAGS ?=
 .PHONY: bench
 bench: deps build

@@ -45,12 +45,14 @@ type concurrencySide struct {
 
 // concurrencyResult is benchmark 3.
 type concurrencyResult struct {
-	Containers int             `json:"containers"`
-	Rounds     []roundResult   `json:"rounds"`
-	A          concurrencySide `json:"nsiso"`
-	B          concurrencySide `json:"runc"`
-	Ratios     []float64       `json:"throughput_ratios"`
-	Ratio      summary         `json:"throughput_ratio"`
+	Containers int               `json:"containers"`
+	Rounds     []roundResult     `json:"rounds"`
+	Sides      []concurrencySide `json:"runtimes"`
+	// Ratios are nsiso's throughput over the stock runc.v2's, round by
+	// round; LibRatios over the same-library runc.v2's.
+	Ratios    []float64 `json:"throughput_ratios"`
+	Ratio     summary   `json:"throughput_ratio"`
+	LibRatios []float64 `json:"throughput_ratios_lib"`
 	// Failures counts failed containers of every round, warm-up included:
 	// any is a bug, whatever the timing.
 	Failures       int  `json:"failures"`
@@ -84,7 +86,7 @@ func (e *env) round(ctx context.Context, r rt, n, round int) (roundResult, error
 	cs := make([]client.Container, n)
 	prepErrs := make([]error, n)
 	parallel(n, prepParallelism, func(i int) {
-		cs[i], prepErrs[i] = e.newContainer(ctx, fmt.Sprintf("conc-%s-%d-%d", shortName(r), round+1, i), r, []string{"/bin/true"})
+		cs[i], prepErrs[i] = e.newContainer(ctx, fmt.Sprintf("conc-%s-%d-%d", r.short, round+1, i), r, []string{"/bin/true"})
 	})
 	tasks := make([]client.Task, n)
 	defer parallel(n, prepParallelism, func(i int) {
@@ -182,13 +184,14 @@ func (e *env) round(ctx context.Context, r rt, n, round int) (roundResult, error
 // first.
 func (e *env) benchConcurrency(ctx context.Context, n, rounds int, warmup bool) (*concurrencyResult, error) {
 	res := &concurrencyResult{Containers: n, Warmup: warmup}
-	var per [2][]roundResult
+	rts := e.runtimes()
+	per := make([][]roundResult, len(rts))
 	first := 0
 	if warmup {
 		first = -1
 	}
 	for round := first; round < rounds; round++ {
-		for k, r := range []rt{e.nsiso, e.runc} {
+		for k, r := range rts {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -207,23 +210,24 @@ func (e *env) benchConcurrency(ctx context.Context, n, rounds int, warmup bool) 
 			per[k] = append(per[k], rr)
 		}
 	}
-	sides := [2]*concurrencySide{&res.A, &res.B}
-	var thr [2][]float64
+	thr := make([][]float64, len(rts))
 	for k, rs := range per {
+		side := concurrencySide{Runtime: rts[k].Name}
 		var wall, cpu []float64
-		sides[k].Runtime = rs[0].Runtime
 		for _, rr := range rs {
 			wall = append(wall, rr.WallMs)
 			cpu = append(cpu, rr.CPUMs)
 			thr[k] = append(thr[k], rr.Throughput)
-			sides[k].Failures += rr.Failures
+			side.Failures += rr.Failures
 		}
-		sides[k].WallMs = summarize(wall)
-		sides[k].Throughput = summarize(thr[k])
-		sides[k].CPUMs = summarize(cpu)
-		res.Failures += sides[k].Failures
+		side.WallMs = summarize(wall)
+		side.Throughput = summarize(thr[k])
+		side.CPUMs = summarize(cpu)
+		res.Failures += side.Failures
+		res.Sides = append(res.Sides, side)
 	}
 	res.Ratios = ratios(thr[0], thr[1])
 	res.Ratio = summarize(res.Ratios)
+	res.LibRatios = ratios(thr[0], thr[2])
 	return res, nil
 }

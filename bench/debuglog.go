@@ -66,7 +66,7 @@ func attachPrepareInSitu(p *pairedResult, times map[string]float64) {
 	if p == nil {
 		return
 	}
-	prefix := p.Name + "-" + shortName(rt{runtime: nsisoRuntime}) + "-"
+	prefix := p.Name + "-ns-"
 	var xs []float64
 	for id, d := range times {
 		var i int

@@ -35,20 +35,44 @@ const (
 
 // rt is one side of the comparison.
 type rt struct {
-	// Name is how tables and JSON name the runtime: "nsiso" or "runc.v2".
-	Name    string
+	// Name is how tables and JSON name the runtime: "nsiso", "runc.v2"
+	// (the stock shim of the containerd under test) or "runc.v2-lib"
+	// (runc.v2 built from the containerd library nsiso is built on).
+	Name string
+	// runtime is what containerd is asked for: a runtime name, or the
+	// absolute path of a shim binary.
 	runtime string
 	opts    any
+	// short names the runtime in container IDs.
+	short string
+	// shim is the shim binary containerd runs for it.
+	shim string
 }
 
-// env is the private containerd both runtimes run on.
+// env is the private containerd the runtimes run on.
 type env struct {
 	ctd   *testenv.Containerd
 	ctx   context.Context
 	image client.Image
 	nsiso rt
-	runc  rt
+	// stock is the containerd-shim-runc-v2 built with the containerd under
+	// test, which the targets compare against; lib is runc.v2 built from
+	// the containerd library nsiso is built on, with nsiso's flags, so
+	// that the two binaries differ only by nsiso's wrapper.
+	stock rt
+	lib   rt
+	// runcRoot is the runc root both runc.v2 shims are given and nsiso is
+	// configured with; fifoDir holds ctr's stdio FIFOs.
+	runcRoot string
+	fifoDir  string
+	// runcPath is the runc binary the shims run.
+	runcPath string
+	// tmp is a scratch directory removed at the end of the run.
+	tmp string
 }
+
+// runtimes are the sides of every comparison, nsiso first.
+func (e *env) runtimes() []rt { return []rt{e.nsiso, e.stock, e.lib} }
 
 // goTool finds the go command: $GO, then PATH, then the standard install
 // location, since sudo often resets PATH.
@@ -249,7 +273,7 @@ func procStatusKB(pid int, file, key string) (int64, error) {
 // containerd really started for it, which proves which binaries were
 // compared whatever the PATH held.
 func (e *env) verifyShims(ctx context.Context, bins map[string]*shimBinary) error {
-	for _, r := range []rt{e.nsiso, e.runc} {
+	for _, r := range e.runtimes() {
 		id := "verify-" + strings.ReplaceAll(r.Name, ".", "")
 		s, err := e.startSleeper(ctx, id, r)
 		if err != nil {
@@ -273,4 +297,28 @@ func (e *env) verifyShims(ctx context.Context, bins map[string]*shimBinary) erro
 		}
 	}
 	return nil
+}
+
+// defaultRuncRoot is runc.v2's runc root when a client passes no options,
+// as ctr does for a shim named by its path.
+const defaultRuncRoot = "/run/containerd/runc"
+
+// removeDefaultRuncRoot notes which of runc's default root directories
+// exist now, and returns a function that removes, if empty, the one for
+// namespace ns and any of the others this run created.
+func removeDefaultRuncRoot(ns string) func() {
+	dirs := []string{filepath.Dir(defaultRuncRoot), defaultRuncRoot}
+	existed := make([]bool, len(dirs))
+	for i, d := range dirs {
+		_, err := os.Stat(d)
+		existed[i] = err == nil
+	}
+	return func() {
+		os.Remove(filepath.Join(defaultRuncRoot, ns))
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if !existed[i] {
+				os.Remove(dirs[i])
+			}
+		}
+	}
 }

@@ -143,14 +143,12 @@ func loadAvg() string {
 	return strings.Join(f[:min(3, len(f))], " ")
 }
 
-// otherDaemons counts running containerd daemons other than ours.
-func otherDaemons(ours int) int {
+// otherDaemons counts running containerd daemons; it is called when none
+// of this run's is running.
+func otherDaemons() int {
 	pids, _ := procfs.PIDs()
 	n := 0
 	for _, pid := range pids {
-		if pid == ours {
-			continue
-		}
 		if argv, err := procfs.Cmdline(pid); err == nil && len(argv) > 0 && filepath.Base(argv[0]) == "containerd" {
 			n++
 		}

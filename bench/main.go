@@ -1,25 +1,35 @@
 // Command bench is `make bench`: it measures what the runtime
-// io.containerd.nsiso.v1 costs over io.containerd.runc.v2.
+// io.containerd.nsiso.v1 costs over io.containerd.runc.v2, the way users
+// meet it.
 //
-// Both runtimes run on one private containerd in the same run, their
-// samples interleaved (nsiso, runc.v2, nsiso, runc.v2, ...) so that a slow
-// spell of the machine hits both, and every comparison is a ratio of
-// paired samples. The runc.v2 shim is built from the same containerd
-// module version and with the same flags as nsiso's, so the two binaries
-// differ only by nsiso's wrapper. It measures:
+// Three shims run on one private containerd in the same run: nsiso, the
+// stock containerd-shim-runc-v2 built with the containerd under test (what
+// the targets compare against), and runc.v2 built from the containerd
+// library nsiso is built on, with nsiso's build flags (so that it differs
+// from nsiso only by nsiso's wrapper). Their samples are interleaved in
+// rounds, the order rotating from round to round, so that a slow spell of
+// the machine hits all, and every comparison is a ratio of paired samples.
+// It measures:
 //
-//  1. lifecycle: create, start, exit and delete of a /bin/true task;
-//  2. child: the same for a child joining a running parent's IPC and PID
-//     namespaces (nsiso by annotation, runc.v2 by namespace path);
-//  3. concurrency: many tasks created and started at once;
-//  4. memory: each shim's VmRSS (and Pss) with long-running containers.
+//   - startup: the shim binary alone (`-v`): time, memory, package inits;
+//   - ctr: `ctr run --rm ... /bin/true` as a whole process, in three modes
+//     (unset, private with a /dev/shm size, share-parent child);
+//   - trace: the same, traced, split into the phases of a shim's life;
+//   - lifecycle and child: a task's create, start, exit and delete through
+//     the Go client;
+//   - cri: a pod's life through the CRI API, nsiso's handler against
+//     runc's, with and without a pod /dev/shm size;
+//   - node: 110 pods under nsiso, the cost of one more pod at N = 0 and at
+//     N = 110, the host's mount table and the shims' memory;
+//   - concurrency: many tasks created and started at once;
+//   - memory: each shim's VmRSS (and Pss) with long-running containers.
 //
 // The spec rewrite itself is measured by `go test -bench` in specmod and
 // shim; -micro reads that output into the same report.
 //
 // It prints tables, writes a JSON result, and leaves nothing behind: the
-// daemon, its shims, containers, mounts and files are removed at the end,
-// on failure and on SIGINT or SIGTERM.
+// daemons, their shims, containers, mounts, trace probes and files are
+// removed at the end, on failure and on SIGINT or SIGTERM.
 package main
 
 import (
@@ -40,26 +50,37 @@ import (
 	"github.com/nsiso/nsiso/testenv"
 )
 
-// phases are the benchmarks -skip can name, in the order they run.
-var phases = []string{"lifecycle", "child", "concurrency", "memory"}
+// phases are the benchmarks -skip and -only can name, in the order they
+// run.
+var phases = []string{"startup", "ctr", "trace", "lifecycle", "child", "cri", "node", "concurrency", "memory"}
 
 type options struct {
 	n, warmup, concurrency, rounds, memContainers int
+	startupN, traceN, criN, nodeN, nodePods       int
 	out, micro, runcShim, debugLog                string
 	skip                                          []string
 	check, stateTmpfs                             bool
 }
 
+// runs tells whether benchmark name is to run.
+func (o options) runs(name string) bool { return !slices.Contains(o.skip, name) }
+
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.IntVar(&o.n, "n", 50, "lifecycle and child: timed containers per runtime")
-	fs.IntVar(&o.warmup, "warmup", 3, "lifecycle and child: untimed containers per runtime first; concurrency: one untimed round per runtime first unless 0")
+	fs.IntVar(&o.n, "n", 50, "ctr, lifecycle and child: timed containers per runtime and mode")
+	fs.IntVar(&o.warmup, "warmup", 3, "ctr, lifecycle, child, cri and node: untimed rounds first; concurrency: one untimed round per runtime first unless 0")
+	fs.IntVar(&o.startupN, "startup-n", 200, "startup: `-v` runs per shim binary")
+	fs.IntVar(&o.traceN, "trace-n", 20, "trace: traced containers per runtime and mode")
+	fs.IntVar(&o.criN, "cri-n", 30, "cri: timed pods per handler and mode")
+	fs.IntVar(&o.nodeN, "node-n", 30, "node: timed pods per handler at each node size")
+	fs.IntVar(&o.nodePods, "node-pods", 110, "node: pods on the full node (kubelet's default maximum is 110)")
 	fs.IntVar(&o.concurrency, "concurrency", 100, "concurrency: containers started at once")
 	fs.IntVar(&o.rounds, "rounds", 3, "concurrency: rounds per runtime")
 	fs.IntVar(&o.memContainers, "mem-containers", 10, "memory: long-running containers per runtime")
 	fs.StringVar(&o.out, "out", "", "JSON result `path` (default <repo>/_output/bench/result.json)")
 	skip := fs.String("skip", "", "comma-separated benchmarks to skip: "+strings.Join(phases, ","))
+	only := fs.String("only", "", "comma-separated benchmarks to run, skipping the others")
 	fs.StringVar(&o.micro, "micro", "", "`file` holding `go test -bench -benchmem` output of specmod and shim, to include")
 	fs.StringVar(&o.runcShim, "runc-shim", "", "containerd-shim-runc-v2 `binary` to compare with (default: build one from this module's containerd version)")
 	fs.StringVar(&o.debugLog, "debug-log", "", "run containerd and the shims at debug level and keep the daemon log at `path`")
@@ -71,17 +92,39 @@ func parseFlags(args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if o.n < 1 || o.concurrency < 1 || o.rounds < 1 || o.memContainers < 1 || o.warmup < 0 {
-		return o, errors.New("-n, -concurrency, -rounds and -mem-containers must be at least 1, -warmup at least 0")
+	if o.n < 1 || o.concurrency < 1 || o.rounds < 1 || o.memContainers < 1 || o.startupN < 1 || o.traceN < 1 || o.criN < 1 || o.nodeN < 1 || o.nodePods < 1 || o.warmup < 0 {
+		return o, errors.New("-n, -startup-n, -trace-n, -cri-n, -node-n, -node-pods, -concurrency, -rounds and -mem-containers must be at least 1, -warmup at least 0")
 	}
-	for _, s := range strings.Split(*skip, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
+	list := func(flag, v string) ([]string, error) {
+		var out []string
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			if !slices.Contains(phases, s) {
+				return nil, fmt.Errorf("%s: unknown benchmark %q (known: %s)", flag, s, strings.Join(phases, ", "))
+			}
+			out = append(out, s)
 		}
-		if !slices.Contains(phases, s) {
-			return o, fmt.Errorf("-skip: unknown benchmark %q (known: %s)", s, strings.Join(phases, ", "))
+		return out, nil
+	}
+	var err error
+	if o.skip, err = list("-skip", *skip); err != nil {
+		return o, err
+	}
+	onlyList, err := list("-only", *only)
+	if err != nil {
+		return o, err
+	}
+	if len(onlyList) > 0 {
+		if len(o.skip) > 0 {
+			return o, errors.New("-skip and -only exclude each other")
 		}
-		o.skip = append(o.skip, s)
+		for _, p := range phases {
+			if !slices.Contains(onlyList, p) {
+				o.skip = append(o.skip, p)
+			}
+		}
 	}
 	if o.out == "" {
 		root, err := testenv.RepoRoot()
@@ -131,7 +174,8 @@ func run(args []string) int {
 	res := &result{
 		Host: collectHostFacts(),
 		Params: params{N: o.n, Warmup: o.warmup, Concurrency: o.concurrency, Rounds: o.rounds,
-			MemContainers: o.memContainers, StateTmpfs: o.stateTmpfs, Skip: o.skip},
+			MemContainers: o.memContainers, StateTmpfs: o.stateTmpfs, Skip: o.skip,
+			StartupN: o.startupN, TraceN: o.traceN, CRIN: o.criN, NodeN: o.nodeN, NodePods: o.nodePods},
 	}
 	if err := measure(ctx, o, res); err != nil {
 		res.Error = err.Error()
@@ -200,41 +244,50 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 		return err
 	}
 	defer os.RemoveAll(scratch)
-	// Run a copy: a rebuild of the original during the run (by make in
-	// another shell) must not change the binary halfway through.
+	// Run copies: a rebuild of an original during the run (by make in
+	// another shell) must not change a binary halfway through, and the
+	// trace tells this run's shims and runc from anyone else's by path.
 	nsisoPath := filepath.Join(scratch, "nsiso", nsisoShim)
-	if err := copyFile(built, nsisoPath); err != nil {
-		return err
-	}
-	res.Host.Repo = repoState()
-
-	runcPath := o.runcShim
-	if runcPath == "" {
-		fmt.Fprintf(os.Stderr, "bench: building %s from %s as in go.mod\n", runcShim, containerdModule)
-		if runcPath, err = buildRuncShim(ctx, filepath.Join(scratch, "shim")); err != nil {
+	stockPath := filepath.Join(scratch, "stock", runcShim)
+	runcPath := filepath.Join(scratch, "runc", "runc")
+	for _, c := range [][2]string{{built, nsisoPath}, {deps.RuncShim, stockPath}, {deps.Runc, runcPath}} {
+		if err := copyFile(c[0], c[1]); err != nil {
 			return err
 		}
 	}
-	if runcPath, err = filepath.Abs(runcPath); err != nil {
+	res.Host.Repo = repoState()
+
+	libPath := filepath.Join(scratch, "lib", runcShim)
+	if o.runcShim == "" {
+		fmt.Fprintf(os.Stderr, "bench: building %s from %s as in go.mod\n", runcShim, containerdModule)
+		if _, err := buildRuncShim(ctx, filepath.Dir(libPath)); err != nil {
+			return err
+		}
+	} else if err := copyFile(o.runcShim, libPath); err != nil {
 		return err
-	}
-	if filepath.Base(runcPath) != runcShim {
-		return fmt.Errorf("-runc-shim %s: containerd only runs a binary named %s", runcPath, runcShim)
 	}
 	nb, err := inspectShim("nsiso", nsisoPath)
 	if err != nil {
 		return err
 	}
 	nb.BuiltAt = built
-	rb, err := inspectShim("runc.v2", runcPath)
+	sb, err := inspectShim("runc.v2", stockPath)
 	if err != nil {
 		return err
 	}
-	res.Unfair = sameBuild(nb, rb)
+	sb.BuiltAt = deps.RuncShim
+	lb, err := inspectShim("runc.v2-lib", libPath)
+	if err != nil {
+		return err
+	}
+	if o.runcShim != "" {
+		lb.BuiltAt = o.runcShim
+	}
+	res.Unfair = sameBuild(nb, lb)
 	res.Fair = len(res.Unfair) == 0
-	bins := map[string]*shimBinary{"nsiso": &nb, "runc.v2": &rb}
-	defer func() { res.Shims = []shimBinary{nb, rb} }()
-	res.Host.Runc = runcVersion(deps.Runc)
+	bins := map[string]*shimBinary{"nsiso": &nb, "runc.v2": &sb, "runc.v2-lib": &lb}
+	defer func() { res.Shims = []shimBinary{nb, sb, lb} }()
+	res.Host.Runc = runcVersion(runcPath)
 
 	var img bytes.Buffer
 	if err := testenv.BuildBusyboxImage(ctx, deps.Busybox, nil, imageRef, &img); err != nil {
@@ -244,6 +297,11 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 	if err := os.WriteFile(tarPath, img.Bytes(), 0o644); err != nil {
 		return err
 	}
+
+	// Whatever runs, the load and any other daemon before and after it:
+	// they say whether something else competed for the CPUs.
+	res.Host.LoadAvg[0], res.Host.OtherDaemons[0] = loadAvg(), otherDaemons()
+	defer func() { res.Host.LoadAvg[1], res.Host.OtherDaemons[1] = loadAvg(), otherDaemons() }()
 
 	// Short: the daemon's sockets live inside and must fit in sun_path.
 	ctdDir, err := os.MkdirTemp("", "nsb-")
@@ -268,74 +326,103 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 		removeDaemonDir(ctdDir)
 		return err
 	}
-	opts := testenv.Options{
-		Binary: deps.Containerd,
-		Dir:    ctdDir,
-		// The freshly built runc.v2 shim first, so it wins over the one
-		// installed next to containerd.
-		PathPrepend: []string{filepath.Dir(runcPath), filepath.Dir(nsisoPath), deps.BinDir},
-		Env:         []string{"NSISO_CONFIG=" + cfg},
+	e := &env{
+		nsiso:    rt{Name: "nsiso", runtime: nsisoRuntime, short: "ns", shim: nsisoPath},
+		stock:    rt{Name: "runc.v2", runtime: runcRuntime, short: "rc", shim: stockPath},
+		lib:      rt{Name: "runc.v2-lib", runtime: libPath, short: "rl", shim: libPath},
+		runcRoot: runcRoot,
+		runcPath: runcPath,
+		tmp:      scratch,
 	}
-	if o.debugLog != "" {
-		opts.LogLevel = "debug"
-		if opts.LogPath, err = filepath.Abs(o.debugLog); err != nil {
+	// The copies of runc and the stock runc.v2 first on PATH, so they win
+	// over the originals next to containerd; the same-library runc.v2 is
+	// run by its absolute path.
+	pathDirs := []string{filepath.Dir(runcPath), filepath.Dir(stockPath), filepath.Dir(nsisoPath), deps.BinDir}
+	criEnvSetup := criSetup{deps: deps, pathDirs: pathDirs, scratch: scratch, runcPath: runcPath, nsisoShim: nsisoPath,
+		started: func(ctd *testenv.Containerd) {
+			// A CRI-only run has no other daemon to describe.
+			if res.Host.Containerd == "" {
+				res.Host.Containerd, res.Host.Snapshotter = ctd.Version(), ctd.Snapshotter()
+				res.Host.StateFS = testenv.FSType(filepath.Join(ctd.Dir(), "state"))
+				res.Host.RuncRootFS = testenv.FSType(filepath.Join(ctd.Dir(), "runc"))
+			}
+		}}
+	// Started first, so that it runs after the daemon's teardown.
+	defer removeDefaultRuncRoot(benchNS)()
+	if o.runs("ctr") || o.runs("trace") || o.runs("lifecycle") || o.runs("child") || o.runs("concurrency") || o.runs("memory") {
+		opts := testenv.Options{
+			Binary:      deps.Containerd,
+			Dir:         ctdDir,
+			PathPrepend: pathDirs,
+			Env:         []string{"NSISO_CONFIG=" + cfg},
+		}
+		if o.debugLog != "" {
+			opts.LogLevel = "debug"
+			if opts.LogPath, err = filepath.Abs(o.debugLog); err != nil {
+				removeDaemonDir(ctdDir)
+				return err
+			}
+		}
+		ctd, err := testenv.StartContainerd(ctx, opts)
+		if err != nil {
+			// StartContainerd removes its directory unless it failed
+			// before taking charge of it.
 			removeDaemonDir(ctdDir)
 			return err
 		}
-	}
-	ctd, err := testenv.StartContainerd(ctx, opts)
-	if err != nil {
-		// StartContainerd removes its directory unless it failed before
-		// taking charge of it.
-		removeDaemonDir(ctdDir)
-		return err
-	}
-	res.Host.LoadAvg[0], res.Host.OtherDaemons[0] = loadAvg(), otherDaemons(ctd.PID())
-	defer func() {
-		res.Host.LoadAvg[1], res.Host.OtherDaemons[1] = loadAvg(), otherDaemons(ctd.PID())
-		fmt.Fprintln(os.Stderr, "bench: stopping containerd")
-		if err := ctd.Stop(); err != nil {
-			retErr = errors.Join(retErr, err)
+		defer func() {
+			fmt.Fprintln(os.Stderr, "bench: stopping containerd")
+			if err := ctd.Stop(); err != nil {
+				retErr = errors.Join(retErr, err)
+			}
+		}()
+		res.Host.Containerd = ctd.Version()
+		res.Host.Snapshotter = ctd.Snapshotter()
+		res.Host.StateFS = testenv.FSType(filepath.Join(ctdDir, "state"))
+		res.Host.RuncRootFS = testenv.FSType(runcRoot)
+		nctx, err := ctd.Namespace(ctx, benchNS)
+		if err != nil {
+			return err
 		}
-	}()
-	res.Host.Containerd = ctd.Version()
-	res.Host.Snapshotter = ctd.Snapshotter()
-	res.Host.StateFS = testenv.FSType(filepath.Join(ctdDir, "state"))
-	res.Host.RuncRootFS = testenv.FSType(runcRoot)
-	nctx, err := ctd.Namespace(ctx, benchNS)
-	if err != nil {
-		return err
+		image, err := testenv.ImportImage(nctx, ctd.Client(), tarPath)
+		if err != nil {
+			return err
+		}
+		e.ctd, e.ctx, e.image, e.fifoDir = ctd, nctx, image, ctd.FIFODir()
+		e.stock.opts, e.lib.opts = ctd.RuncOptions(), ctd.RuncOptions()
+		if err := e.verifyShims(nctx, bins); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench: containerd %s, shims %s, %s and %s\n", ctd.Version(), nb.RunningExe, sb.RunningExe, lb.RunningExe)
+	} else {
+		removeDaemonDir(ctdDir)
 	}
-	image, err := testenv.ImportImage(nctx, ctd.Client(), tarPath)
-	if err != nil {
-		return err
-	}
-	e := &env{
-		ctd:   ctd,
-		ctx:   nctx,
-		image: image,
-		nsiso: rt{Name: "nsiso", runtime: nsisoRuntime},
-		runc:  rt{Name: "runc.v2", runtime: runcRuntime, opts: ctd.RuncOptions()},
-	}
-	if err := e.verifyShims(nctx, bins); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "bench: containerd %s, shims %s and %s\n", ctd.Version(), nb.RunningExe, rb.RunningExe)
 
 	benches := []struct {
 		name string
 		run  func() error
 	}{
-		{"lifecycle", func() (err error) { res.Lifecycle, err = e.benchLifecycle(nctx, o.n, o.warmup); return err }},
-		{"child", func() (err error) { res.Child, err = e.benchChild(nctx, o.n, o.warmup); return err }},
-		{"concurrency", func() (err error) {
-			res.Concurrency, err = e.benchConcurrency(nctx, o.concurrency, o.rounds, o.warmup > 0)
+		{"startup", func() (err error) { res.Startup, err = e.benchStartup(ctx, o.startupN); return err }},
+		{"ctr", func() (err error) { res.Ctr, err = e.benchCtr(e.ctx, o.n, o.warmup); return err }},
+		{"trace", func() (err error) { res.Trace, err = e.benchTrace(e.ctx, o.traceN); return err }},
+		{"lifecycle", func() (err error) { res.Lifecycle, err = e.benchLifecycle(e.ctx, o.n, o.warmup); return err }},
+		{"child", func() (err error) { res.Child, err = e.benchChild(e.ctx, o.n, o.warmup); return err }},
+		{"cri", func() (err error) {
+			res.CRI, err = benchCRI(ctx, criEnvSetup, o.criN, o.warmup)
 			return err
 		}},
-		{"memory", func() (err error) { res.Memory, err = e.benchMemory(nctx, o.memContainers); return err }},
+		{"node", func() (err error) {
+			res.Node, err = benchNode(ctx, criEnvSetup, o.nodePods, o.nodeN, o.warmup)
+			return err
+		}},
+		{"concurrency", func() (err error) {
+			res.Concurrency, err = e.benchConcurrency(e.ctx, o.concurrency, o.rounds, o.warmup > 0)
+			return err
+		}},
+		{"memory", func() (err error) { res.Memory, err = e.benchMemory(e.ctx, o.memContainers); return err }},
 	}
 	for _, b := range benches {
-		if slices.Contains(o.skip, b.name) {
+		if !o.runs(b.name) {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s\n", b.name)

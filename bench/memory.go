@@ -26,12 +26,13 @@ type memorySide struct {
 
 // memoryResult is benchmark 4.
 type memoryResult struct {
-	PerRuntime int        `json:"containers_per_runtime"`
-	SettleMs   float64    `json:"settle_ms"`
-	A          memorySide `json:"nsiso"`
-	B          memorySide `json:"runc"`
-	// DiffMiB is nsiso's median VmRSS minus runc.v2's.
-	DiffMiB float64 `json:"rss_diff_mib"`
+	PerRuntime int          `json:"containers_per_runtime"`
+	SettleMs   float64      `json:"settle_ms"`
+	Sides      []memorySide `json:"runtimes"`
+	// DiffMiB is nsiso's median VmRSS minus the stock runc.v2's, LibDiffMiB
+	// minus the same-library runc.v2's.
+	DiffMiB    float64 `json:"rss_diff_mib"`
+	LibDiffMiB float64 `json:"rss_diff_lib_mib"`
 }
 
 // benchMemory starts n long-running containers per runtime, alternating,
@@ -47,14 +48,14 @@ func (e *env) benchMemory(ctx context.Context, n int) (_ *memoryResult, retErr e
 			retErr = err
 		}
 	}()
-	sides := []rt{e.nsiso, e.runc}
+	sides := e.runtimes()
 	ids := map[string][]*sleeper{}
 	for i := range n {
 		for _, r := range sides {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			s, err := e.startSleeper(ctx, fmt.Sprintf("mem-%s-%d", shortName(r), i), r)
+			s, err := e.startSleeper(ctx, fmt.Sprintf("mem-%s-%d", r.short, i), r)
 			if err != nil {
 				return nil, err
 			}
@@ -69,7 +70,7 @@ func (e *env) benchMemory(ctx context.Context, n int) (_ *memoryResult, retErr e
 		return nil, ctx.Err()
 	}
 	res := &memoryResult{PerRuntime: n, SettleMs: ms(memorySettle)}
-	for k, r := range sides {
+	for _, r := range sides {
 		side := memorySide{Runtime: r.Name}
 		var rss, pss []float64
 		for _, s := range ids[r.Name] {
@@ -92,12 +93,9 @@ func (e *env) benchMemory(ctx context.Context, n int) (_ *memoryResult, retErr e
 		}
 		side.RSSMiB = summarize(rss)
 		side.PssMiB = summarize(pss)
-		if k == 0 {
-			res.A = side
-		} else {
-			res.B = side
-		}
+		res.Sides = append(res.Sides, side)
 	}
-	res.DiffMiB = res.A.RSSMiB.Median - res.B.RSSMiB.Median
+	res.DiffMiB = res.Sides[0].RSSMiB.Median - res.Sides[1].RSSMiB.Median
+	res.LibDiffMiB = res.Sides[0].RSSMiB.Median - res.Sides[2].RSSMiB.Median
 	return res, nil
 }

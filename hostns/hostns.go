@@ -31,12 +31,16 @@ func Stat(path string) (FileID, error) {
 }
 
 // Checker answers questions about the host's namespaces and /dev/shm. It
-// reads the host's once, on first use; the zero value is ready to use.
+// reads each fact about the host once, on first use, and only the facts a
+// question needs: a shim asks a handful of questions once in its life, so
+// what it never asks about is never read. The zero value is ready to use.
 type Checker struct {
-	once   sync.Once
-	ns     map[specs.LinuxNamespaceType]FileID
-	shm    FileID
-	shmErr error
+	mu sync.Mutex
+	ns map[specs.LinuxNamespaceType]hostNS
+
+	shmOnce sync.Once
+	shm     FileID
+	shmErr  error
 	// shmMount tells whether the host's /dev/shm is a file system of its
 	// own (the usual tmpfs), so that "on its file system" means its device.
 	shmMount bool
@@ -45,18 +49,32 @@ type Checker struct {
 	shmAbove []FileID
 }
 
-func (h *Checker) load() {
-	h.once.Do(func() {
-		h.ns = map[specs.LinuxNamespaceType]FileID{}
-		for _, t := range []specs.LinuxNamespaceType{specs.IPCNamespace, specs.PIDNamespace, specs.NetworkNamespace, specs.UTSNamespace, specs.MountNamespace, specs.UserNamespace, specs.CgroupNamespace} {
-			id, err := Stat(filepath.Join("/proc/1/ns", string(t)))
-			if err != nil {
-				id, err = Stat(filepath.Join("/proc/self/ns", string(t)))
-			}
-			if err == nil {
-				h.ns[t] = id
-			}
-		}
+type hostNS struct {
+	id FileID
+	ok bool
+}
+
+// hostNamespace reads the host's namespace of type t once.
+func (h *Checker) hostNamespace(t specs.LinuxNamespaceType) (FileID, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n, ok := h.ns[t]; ok {
+		return n.id, n.ok
+	}
+	id, err := Stat(filepath.Join("/proc/1/ns", string(t)))
+	if err != nil {
+		id, err = Stat(filepath.Join("/proc/self/ns", string(t)))
+	}
+	if h.ns == nil {
+		h.ns = map[specs.LinuxNamespaceType]hostNS{}
+	}
+	h.ns[t] = hostNS{id: id, ok: err == nil}
+	return id, err == nil
+}
+
+// loadShm reads the host's /dev/shm once.
+func (h *Checker) loadShm() {
+	h.shmOnce.Do(func() {
 		h.shm, h.shmErr = Stat("/dev/shm")
 		real, err := filepath.EvalSymlinks("/dev/shm")
 		if err != nil {
@@ -82,8 +100,7 @@ func (h *Checker) load() {
 
 // Namespace returns the host's namespace of type t.
 func (h *Checker) Namespace(t specs.LinuxNamespaceType) (FileID, error) {
-	h.load()
-	id, ok := h.ns[t]
+	id, ok := h.hostNamespace(t)
 	if !ok {
 		return FileID{}, fmt.Errorf("cannot read the host's %s namespace", t)
 	}
@@ -92,13 +109,12 @@ func (h *Checker) Namespace(t specs.LinuxNamespaceType) (FileID, error) {
 
 // Shm returns the host's /dev/shm.
 func (h *Checker) Shm() (FileID, error) {
-	h.load()
+	h.loadShm()
 	return h.shm, h.shmErr
 }
 
 // IsHostNamespace compares the namespace file at path with the host's.
 func (h *Checker) IsHostNamespace(t specs.LinuxNamespaceType, path string) (bool, error) {
-	h.load()
 	id, err := Stat(path)
 	if err != nil {
 		// pid 1's namespaces name the host whether or not this process
@@ -109,7 +125,7 @@ func (h *Checker) IsHostNamespace(t specs.LinuxNamespaceType, path string) (bool
 		}
 		return false, err
 	}
-	ref, ok := h.ns[t]
+	ref, ok := h.hostNamespace(t)
 	if !ok {
 		return false, fmt.Errorf("cannot read the host's %s namespace", t)
 	}
@@ -121,7 +137,7 @@ func (h *Checker) IsHostNamespace(t specs.LinuxNamespaceType, path string) (bool
 // anything on its file system there. Symlinks in source are followed, as
 // the runtime follows them when it mounts.
 func (h *Checker) ExposesHostShm(source string, recursive bool) (bool, error) {
-	h.load()
+	h.loadShm()
 	if h.shmErr != nil {
 		return false, h.shmErr
 	}

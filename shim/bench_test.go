@@ -207,6 +207,11 @@ func BenchmarkPrepare(b *testing.B) {
 			cfg := filepath.Join(root, "nsiso.toml")
 			writeFile(b, cfg, fmt.Appendf(nil, "root = %q\n", runcRoot))
 			bundle := filepath.Join(bundles, childID)
+			// As containerd makes it: the rootfs nsiso checks the
+			// container's root against, and config.json.
+			if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o755); err != nil {
+				b.Fatal(err)
+			}
 			b.Run(tc.name+"/"+fs, func(b *testing.B) {
 				b.Setenv(ConfigPathEnv, cfg)
 				b.Cleanup(func() { cleanupState(bundle) })
@@ -264,6 +269,9 @@ func BenchmarkPrepareParts(b *testing.B) {
 		bundles := filepath.Join(d.path, benchNS)
 		parent.register(b, "parent", runcRoot, bundles)
 		bundle := filepath.Join(bundles, "child")
+		if err := os.MkdirAll(bundle, 0o755); err != nil {
+			b.Fatal(err)
+		}
 		b.Cleanup(func() { cleanupState(bundle) })
 		b.Run("own-shm-mount-and-cleanup/"+d.fs, func(b *testing.B) {
 			b.ReportAllocs()

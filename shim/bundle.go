@@ -1,12 +1,17 @@
 package shim
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsiso/nsiso/internal/beneath"
 )
@@ -15,101 +20,188 @@ import (
 // decoded. Everything else is written back byte for byte, so fields newer
 // than the runtime-spec version nsiso was built with survive the rewrite.
 type bundleSpec struct {
-	path  string
-	mode  os.FileMode
-	raw   map[string]json.RawMessage
-	linux map[string]json.RawMessage
+	path string
+	// data is config.json as read; it is decoded again, as a whole, only
+	// when the rewrite changed something and the file must be written.
+	data []byte
 	// Spec holds annotations, root, mounts and linux.namespaces only.
 	Spec specs.Spec
+	// What the rewrite may change, as read, to tell whether it did.
+	mounts     []specs.Mount
+	namespaces []specs.LinuxNamespace
+	hadLinux   bool
+}
+
+// specHead is the part of config.json nsiso decodes. It is decoded with
+// encoding/json into a struct, as runc decodes the whole file, so nsiso
+// reads the same values runc will (keys match as runc matches them).
+type specHead struct {
+	Annotations map[string]string `json:"annotations"`
+	Root        *specs.Root       `json:"root"`
+	Mounts      []specs.Mount     `json:"mounts"`
+	Linux       *struct {
+		Namespaces []specs.LinuxNamespace `json:"namespaces"`
+	} `json:"linux"`
 }
 
 func readBundleSpec(bundle string) (*bundleSpec, error) {
 	b := &bundleSpec{path: filepath.Join(bundle, "config.json")}
-	st, err := os.Stat(b.path)
-	if err != nil {
+	var err error
+	if b.data, err = beneath.ReadFile(bundle, "config.json", maxSpecSize); err != nil {
 		return nil, err
 	}
-	b.mode = st.Mode().Perm()
-	data, err := beneath.ReadFile(bundle, "config.json", maxSpecSize)
-	if err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(data, &b.raw); err != nil {
+	var h specHead
+	if err := json.Unmarshal(b.data, &h); err != nil {
 		return nil, fmt.Errorf("%s: %w", b.path, err)
 	}
-	if err := unmarshalField(b.raw, "annotations", &b.Spec.Annotations); err != nil {
-		return nil, err
+	b.Spec.Annotations, b.Spec.Root, b.Spec.Mounts = h.Annotations, h.Root, h.Mounts
+	if h.Linux != nil {
+		b.Spec.Linux = &specs.Linux{Namespaces: h.Linux.Namespaces}
 	}
-	if err := unmarshalField(b.raw, "root", &b.Spec.Root); err != nil {
-		return nil, err
-	}
-	if err := unmarshalField(b.raw, "mounts", &b.Spec.Mounts); err != nil {
-		return nil, err
-	}
-	if err := unmarshalField(b.raw, "linux", &b.linux); err != nil {
-		return nil, err
-	}
-	if b.linux != nil {
-		b.Spec.Linux = &specs.Linux{}
-		if err := unmarshalField(b.linux, "namespaces", &b.Spec.Linux.Namespaces); err != nil {
-			return nil, err
-		}
-	}
+	b.snapshot()
 	return b, nil
 }
 
-func unmarshalField(m map[string]json.RawMessage, key string, v any) error {
-	raw, ok := m[key]
-	if !ok {
-		return nil
+// snapshot keeps a copy of the mounts and namespaces as read.
+func (b *bundleSpec) snapshot() {
+	b.mounts = make([]specs.Mount, len(b.Spec.Mounts))
+	for i, m := range b.Spec.Mounts {
+		m.Options = slices.Clone(m.Options)
+		m.UIDMappings = slices.Clone(m.UIDMappings)
+		m.GIDMappings = slices.Clone(m.GIDMappings)
+		b.mounts[i] = m
 	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("config.json %s: %w", key, err)
+	b.hadLinux = b.Spec.Linux != nil
+	if b.hadLinux {
+		b.namespaces = slices.Clone(b.Spec.Linux.Namespaces)
 	}
-	return nil
 }
 
-// write stores the rewritten mounts and namespaces. It writes a temporary
-// file and renames it over config.json, so runc never reads half a spec.
-// There is no fsync, as containerd writes the bundle without one: the
-// bundle lives in containerd's state directory, which does not outlive a
-// reboot (a tmpfs on a node), and an fsync on a disk costs more than the
-// rest of the rewrite together.
+// changed tells whether the mounts or namespaces differ from those read.
+func (b *bundleSpec) changed() bool {
+	if (b.Spec.Linux != nil) != b.hadLinux || len(b.Spec.Mounts) != len(b.mounts) {
+		return true
+	}
+	if b.Spec.Linux != nil && !slices.Equal(b.Spec.Linux.Namespaces, b.namespaces) {
+		return true
+	}
+	if len(b.mounts) == 0 {
+		return false
+	}
+	return !reflect.DeepEqual(b.Spec.Mounts, b.mounts)
+}
+
+// writeIfChanged stores the rewritten mounts and namespaces, unless the
+// rewrite left them as they were: then config.json is already what runc
+// must read, and writing it again would only cost file system work on
+// every container. It reports whether it wrote.
+//
+// config.json is written over in place. Nothing reads it while nsiso
+// writes: runc reads it only once Create hands the bundle over, a child
+// reads its parent's only once the parent's runc state exists (after this
+// Create), and a Create that fails half way leaves a bundle containerd
+// removes. A temporary file renamed over it would cost an inode, a
+// directory entry and, on ext4, an immediate flush of the new file (its
+// replace-by-rename heuristic) per container. There is no fsync, as
+// containerd writes the bundle without one: the bundle lives in
+// containerd's state directory, which does not outlive a reboot (a tmpfs
+// on a node).
+func (b *bundleSpec) writeIfChanged() (bool, error) {
+	if !b.changed() {
+		return false, nil
+	}
+	return true, b.write()
+}
+
 func (b *bundleSpec) write() error {
-	var err error
-	if b.raw["mounts"], err = json.Marshal(b.Spec.Mounts); err != nil {
+	raw, err := ownedObject(b.data, "mounts", "linux")
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.path, err)
+	}
+	if raw["mounts"], err = json.Marshal(b.Spec.Mounts); err != nil {
 		return err
 	}
 	if b.Spec.Linux != nil {
-		if b.linux == nil {
-			b.linux = map[string]json.RawMessage{}
+		linux := map[string]json.RawMessage{}
+		if l, ok := raw["linux"]; ok && string(l) != "null" {
+			if linux, err = ownedObject(l, "namespaces"); err != nil {
+				return fmt.Errorf("%s linux: %w", b.path, err)
+			}
 		}
-		if b.linux["namespaces"], err = json.Marshal(b.Spec.Linux.Namespaces); err != nil {
+		if linux["namespaces"], err = json.Marshal(b.Spec.Linux.Namespaces); err != nil {
 			return err
 		}
-		if b.raw["linux"], err = json.Marshal(b.linux); err != nil {
+		if raw["linux"], err = json.Marshal(linux); err != nil {
 			return err
 		}
 	}
-	data, err := json.Marshal(b.raw)
+	data, err := json.Marshal(raw)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(b.path), ".config.json.nsiso-*")
+	// Over the old content, then cut off what is left of it: truncating
+	// to zero first would make ext4 flush the file at close.
+	f, err := os.OpenFile(b.path, os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	if _, err := f.WriteAt(data, 0); err != nil {
+		f.Close()
 		return err
 	}
-	if err := tmp.Chmod(b.mode); err != nil {
-		tmp.Close()
+	if err := f.Truncate(int64(len(data))); err != nil {
+		f.Close()
 		return err
 	}
-	if err := tmp.Close(); err != nil {
-		return err
+	return f.Close()
+}
+
+// ownedObject decodes a JSON object whose keys named owned nsiso rewrites.
+// runc decodes config.json with encoding/json, which matches keys
+// regardless of case and merges every match into the same field, so a key
+// nsiso rewrites must appear once in whatever case, or what runc reads
+// would be a mix of nsiso's value and another: more than one is refused,
+// and a single one is renamed to its lower-case form, which nsiso writes.
+// (What nsiso read is what runc would have read: the same decoding.) The
+// object is read in one pass, keys in order with their duplicates, which
+// a decoded map cannot tell.
+func ownedObject(data []byte, owned ...string) (map[string]json.RawMessage, error) {
+	d := json.NewDecoder(bytes.NewReader(data))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return nil, fmt.Errorf("not a JSON object (%v)", err)
 	}
-	return os.Rename(tmp.Name(), b.path)
+	m := map[string]json.RawMessage{}
+	var keys []string
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return nil, err
+		}
+		k, ok := t.(string)
+		if !ok {
+			return nil, fmt.Errorf("a key of the object is not a string")
+		}
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+		m[k] = v
+	}
+	for _, name := range owned {
+		var found []string
+		for _, k := range keys {
+			if strings.EqualFold(k, name) {
+				found = append(found, k)
+			}
+		}
+		switch {
+		case len(found) > 1:
+			return nil, fmt.Errorf("keys %q all mean %q to runc, which would merge them; refused", found, name)
+		case len(found) == 1 && found[0] != name:
+			m[name] = m[found[0]]
+			delete(m, found[0])
+		}
+	}
+	return m, nil
 }

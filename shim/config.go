@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/containerd/containerd/api/types/runc/options"
-	"github.com/pelletier/go-toml/v2"
 
 	"github.com/nsiso/nsiso/internal/beneath"
 	"github.com/nsiso/nsiso/specmod"
@@ -30,7 +28,8 @@ const maxConfigSize = 1 << 20
 
 // Config is the operator's nsiso.toml. Keys are snake_case, like the rest of
 // containerd's config, and unknown keys are an error so that a typo in a
-// security setting never goes unnoticed.
+// security setting never goes unnoticed. The toml tags name the keys as a
+// TOML decoder would map them; the tests hold ParseConfig to one.
 type Config struct {
 	// BinaryName, Root and SystemdCgroup are passed to runc as runc.v2's
 	// options of the same names would be; nil means runc.v2's default.
@@ -57,122 +56,84 @@ type Config struct {
 	policy specmod.Policy
 }
 
-// keyTypes names what each key holds, for messages about a value of the
-// wrong type; it lists every key Config decodes.
-var keyTypes = map[string]string{
-	"binary_name": "a quoted string", "root": "a quoted absolute path", "systemd_cgroup": "true or false",
-	"disallow_sharing_host_ipc_namespace": "true or false", "disallow_sharing_host_pid_namespace": "true or false",
-	"default_container_shm_size": "a quoted size such as \"256Mi\"", "max_container_shm_size": "a quoted size such as \"8Gi\"",
-	"ConfigPath": "a quoted path", "TypeUrl": "a quoted string",
+// keyType names what a key holds, for messages about a value of the wrong
+// type, and tells whether it is a boolean; ok is false for a key Config
+// does not have.
+func keyType(key string) (want string, boolean, ok bool) {
+	switch key {
+	case "binary_name", "TypeUrl":
+		return "a quoted string", false, true
+	case "root":
+		return "a quoted absolute path", false, true
+	case "ConfigPath":
+		return "a quoted path", false, true
+	case "default_container_shm_size":
+		return "a quoted size such as \"256Mi\"", false, true
+	case "max_container_shm_size":
+		return "a quoted size such as \"8Gi\"", false, true
+	case "systemd_cgroup", "disallow_sharing_host_ipc_namespace", "disallow_sharing_host_pid_namespace":
+		return "true or false", true, true
+	}
+	return "", false, false
 }
+
+// knownKeys are the keys an operator writes, for messages about others.
+const knownKeys = "binary_name, default_container_shm_size, disallow_sharing_host_ipc_namespace, " +
+	"disallow_sharing_host_pid_namespace, max_container_shm_size, root, systemd_cgroup"
 
 // utf8BOM is what some editors put before a UTF-8 file's first line.
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
-// ParseConfig reads and validates an nsiso.toml document. It is decoded
-// once, strictly, as containerd decodes its own config; where names the
-// source in errors, which name the line and the key.
+// ParseConfig reads and validates an nsiso.toml document, strictly: an
+// unknown key, a table, or a value of the wrong type is an error that names
+// the line and the key. where names the source in errors.
 func ParseConfig(where string, data []byte) (*Config, error) {
-	data = bytes.TrimPrefix(data, utf8BOM)
-	var c Config
-	d := toml.NewDecoder(bytes.NewReader(data))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&c); err != nil {
-		return nil, fmt.Errorf("nsiso config %s: %w", where, describeTOMLError(data, err))
+	c, err := decodeConfig(bytes.TrimPrefix(data, utf8BOM))
+	if err == nil {
+		err = c.validate()
 	}
-	if err := c.validate(); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("nsiso config %s: %w", where, err)
 	}
+	return c, nil
+}
+
+func decodeConfig(data []byte) (*Config, error) {
+	entries, err := parseFlatTOML(data)
+	if err != nil {
+		return nil, err
+	}
+	var c Config
+	for _, e := range entries {
+		want, boolean, ok := keyType(e.key)
+		if !ok || e.kind == tomlTable {
+			return nil, fmt.Errorf("line %d: unknown key %q (known: %s)", e.line, e.key, knownKeys)
+		}
+		if boolean && e.kind != tomlBool || !boolean && e.kind != tomlString {
+			return nil, fmt.Errorf("line %d: %s = %s: want %s", e.line, e.key, specmod.Truncate(e.raw), want)
+		}
+		switch e.key {
+		case "binary_name":
+			c.BinaryName = &e.str
+		case "root":
+			c.Root = &e.str
+		case "systemd_cgroup":
+			c.SystemdCgroup = e.b
+		case "disallow_sharing_host_ipc_namespace":
+			c.DisallowSharingHostIPCNamespace = &e.b
+		case "disallow_sharing_host_pid_namespace":
+			c.DisallowSharingHostPIDNamespace = &e.b
+		case "default_container_shm_size":
+			c.DefaultContainerShmSize = e.str
+		case "max_container_shm_size":
+			c.MaxContainerShmSize = e.str
+		case "ConfigPath":
+			c.ConfigPath = e.str
+		case "TypeUrl":
+			c.TypeURL = e.str
+		}
+	}
 	return &c, nil
-}
-
-// describeTOMLError turns go-toml's errors, which speak of Go struct
-// fields, into ones that name the line, the key and what it should hold.
-func describeTOMLError(data []byte, err error) error {
-	var strict *toml.StrictMissingError
-	if errors.As(err, &strict) && len(strict.Errors) > 0 {
-		e := strict.Errors[0]
-		row, _ := e.Position()
-		return fmt.Errorf("line %d: unknown key %q (known: %s)", row, strings.Join(e.Key(), "."), knownKeys())
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		row, col := de.Position()
-		key, value := lineKeyValue(data, row)
-		if want, ok := keyTypes[key]; ok {
-			return fmt.Errorf("line %d: %s = %s: want %s", row, key, specmod.Truncate(value), want)
-		}
-		return fmt.Errorf("line %d, column %d: %s (in %q)", row, col, strings.TrimPrefix(de.Error(), "toml: "), specmod.Truncate(lineText(data, row)))
-	}
-	// go-toml reports some type mismatches (an array or a table for a
-	// scalar) without a position: find the key whose value is of the
-	// wrong kind.
-	var doc map[string]any
-	if toml.Unmarshal(data, &doc) == nil {
-		for _, k := range sortedKeys(doc) {
-			if want, ok := keyTypes[k]; ok && !kindFits(k, doc[k]) {
-				row := keyLine(data, k)
-				_, value := lineKeyValue(data, row)
-				return fmt.Errorf("line %d: %s = %s: want %s", row, k, specmod.Truncate(value), want)
-			}
-		}
-	}
-	return err
-}
-
-func kindFits(key string, v any) bool {
-	switch keyTypes[key] {
-	case "true or false":
-		_, ok := v.(bool)
-		return ok
-	default:
-		_, ok := v.(string)
-		return ok
-	}
-}
-
-func knownKeys() string {
-	var ks []string
-	for k := range keyTypes {
-		if k != "ConfigPath" && k != "TypeUrl" {
-			ks = append(ks, k)
-		}
-	}
-	sort.Strings(ks)
-	return strings.Join(ks, ", ")
-}
-
-func sortedKeys(m map[string]any) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
-func lineText(data []byte, row int) string {
-	lines := strings.Split(string(data), "\n")
-	if row < 1 || row > len(lines) {
-		return ""
-	}
-	return strings.TrimSpace(lines[row-1])
-}
-
-// lineKeyValue splits line row into a key and its value as written.
-func lineKeyValue(data []byte, row int) (string, string) {
-	k, v, _ := strings.Cut(lineText(data, row), "=")
-	return strings.Trim(strings.TrimSpace(k), `"`), strings.TrimSpace(v)
-}
-
-// keyLine is the line on which key is set, or 0.
-func keyLine(data []byte, key string) int {
-	for i, l := range strings.Split(string(data), "\n") {
-		if k, _, ok := strings.Cut(l, "="); ok && strings.Trim(strings.TrimSpace(k), `"`) == key {
-			return i + 1
-		}
-	}
-	return 0
 }
 
 // validate checks the config once, one rule per function as runc's config

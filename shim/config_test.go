@@ -48,7 +48,7 @@ max_container_shm_size = "8Gi"
 		{name: "number for a string", toml: "binary_name = 3\n",
 			wantErr: `nsiso config test: line 1: binary_name = 3: want a quoted string`},
 		{name: "non-ASCII key is shown as written", toml: "dïsallow = true\n",
-			wantErr: `nsiso config test: line 1, column 2: expected character = (in "dïsallow = true")`},
+			wantErr: `nsiso config test: line 1, column 2: 'ï' cannot be part of a bare key: use letters, digits, "_" and "-", or quote the key (in "dïsallow = true")`},
 		{name: "bad size", toml: "default_container_shm_size = \"lots\"\n",
 			wantErr: `nsiso config test: default_container_shm_size: size "lots" does not start with a number`},
 		{name: "default over max", toml: "default_container_shm_size = \"2Gi\"\nmax_container_shm_size = \"1Gi\"\n",
@@ -58,7 +58,7 @@ max_container_shm_size = "8Gi"
 		{name: "relative root", toml: "root = \"run/runc\"\n",
 			wantErr: `nsiso config test: root = "run/runc": must be an absolute path (runc's state root, e.g. "/run/containerd/runc")`},
 		{name: "not toml", toml: "[[[",
-			wantErr: `nsiso config test: line 1, column 3: invalid character at start of key: [ (in "[[[")`},
+			wantErr: `nsiso config test: line 1, column 3: a key is letters, digits, "_" and "-", or a quoted string (in "[[[")`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig("test", []byte(tc.toml))

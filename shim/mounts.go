@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -27,6 +28,15 @@ const (
 )
 
 func stateDir(bundle string) string { return filepath.Join(bundle, stateDirName) }
+
+// makeStateDir makes a bundle's nsiso directory, if it is not there yet.
+// The bundle exists: one mkdir, where MkdirAll would stat its way up.
+func makeStateDir(dir string) error {
+	if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return nil
+}
 
 func ownShmDir(bundle string) string { return filepath.Join(stateDir(bundle), ownShmName) }
 
@@ -62,8 +72,13 @@ func criPodShm(w where, id string) (podShm, bool) {
 // mountOwnShm mounts the container's own /dev/shm tmpfs at dir on the
 // host, where the container's spec now binds it from.
 func mountOwnShm(dir string, t *specmod.Tmpfs) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := makeStateDir(filepath.Dir(dir)); err != nil {
 		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if st, serr := os.Lstat(dir); serr != nil || !st.IsDir() {
+			return err
+		}
 	}
 	flags, data := tmpfsOptions(t.Options)
 	if err := unix.Mount("shm", dir, "tmpfs", flags, data); err != nil {
@@ -74,38 +89,42 @@ func mountOwnShm(dir string, t *specmod.Tmpfs) error {
 
 // mountFlags are the options runc turns into mount flags (libcontainer's
 // specconv table); set tells whether the option sets or clears the flag.
-var mountFlags = map[string]struct {
+// (Arrays, not maps, here and below: an array of constants is laid out by
+// the linker, while a map is built at every start of the shim, which
+// containerd starts three times per container.)
+var mountFlags = [...]struct {
+	name string
 	set  bool
 	flag uintptr
 }{
-	"async": {false, unix.MS_SYNCHRONOUS}, "atime": {false, unix.MS_NOATIME},
-	"defaults": {true, 0}, "dev": {false, unix.MS_NODEV},
-	"diratime": {false, unix.MS_NODIRATIME}, "dirsync": {true, unix.MS_DIRSYNC},
-	"exec": {false, unix.MS_NOEXEC}, "iversion": {true, unix.MS_I_VERSION},
-	"lazytime": {true, unix.MS_LAZYTIME}, "loud": {false, unix.MS_SILENT},
-	"mand": {true, unix.MS_MANDLOCK}, "noatime": {true, unix.MS_NOATIME},
-	"nodev": {true, unix.MS_NODEV}, "nodiratime": {true, unix.MS_NODIRATIME},
-	"noexec": {true, unix.MS_NOEXEC}, "noiversion": {false, unix.MS_I_VERSION},
-	"nolazytime": {false, unix.MS_LAZYTIME}, "nomand": {false, unix.MS_MANDLOCK},
-	"norelatime": {false, unix.MS_RELATIME}, "nostrictatime": {false, unix.MS_STRICTATIME},
-	"nosuid": {true, unix.MS_NOSUID}, "nosymfollow": {true, unix.MS_NOSYMFOLLOW},
-	"relatime": {true, unix.MS_RELATIME}, "ro": {true, unix.MS_RDONLY},
-	"rw": {false, unix.MS_RDONLY}, "silent": {true, unix.MS_SILENT},
-	"strictatime": {true, unix.MS_STRICTATIME}, "suid": {false, unix.MS_NOSUID},
-	"sync": {true, unix.MS_SYNCHRONOUS}, "symfollow": {false, unix.MS_NOSYMFOLLOW},
+	{"async", false, unix.MS_SYNCHRONOUS}, {"atime", false, unix.MS_NOATIME},
+	{"defaults", true, 0}, {"dev", false, unix.MS_NODEV},
+	{"diratime", false, unix.MS_NODIRATIME}, {"dirsync", true, unix.MS_DIRSYNC},
+	{"exec", false, unix.MS_NOEXEC}, {"iversion", true, unix.MS_I_VERSION},
+	{"lazytime", true, unix.MS_LAZYTIME}, {"loud", false, unix.MS_SILENT},
+	{"mand", true, unix.MS_MANDLOCK}, {"noatime", true, unix.MS_NOATIME},
+	{"nodev", true, unix.MS_NODEV}, {"nodiratime", true, unix.MS_NODIRATIME},
+	{"noexec", true, unix.MS_NOEXEC}, {"noiversion", false, unix.MS_I_VERSION},
+	{"nolazytime", false, unix.MS_LAZYTIME}, {"nomand", false, unix.MS_MANDLOCK},
+	{"norelatime", false, unix.MS_RELATIME}, {"nostrictatime", false, unix.MS_STRICTATIME},
+	{"nosuid", true, unix.MS_NOSUID}, {"nosymfollow", true, unix.MS_NOSYMFOLLOW},
+	{"relatime", true, unix.MS_RELATIME}, {"ro", true, unix.MS_RDONLY},
+	{"rw", false, unix.MS_RDONLY}, {"silent", true, unix.MS_SILENT},
+	{"strictatime", true, unix.MS_STRICTATIME}, {"suid", false, unix.MS_NOSUID},
+	{"sync", true, unix.MS_SYNCHRONOUS}, {"symfollow", false, unix.MS_NOSYMFOLLOW},
 }
 
 // ignoredOptions are options runc applies to a mount after making it
 // (propagation, recursive attributes, copy-up, id-mapping); none of them
 // changes the tmpfs nsiso makes on the host, which the container only binds.
-var ignoredOptions = map[string]bool{
-	"private": true, "rprivate": true, "slave": true, "rslave": true, "shared": true,
-	"rshared": true, "unbindable": true, "runbindable": true, "tmpcopyup": true,
-	"idmap": true, "ridmap": true, "rro": true, "rrw": true, "rnosuid": true,
-	"rsuid": true, "rnodev": true, "rdev": true, "rnoexec": true, "rexec": true,
-	"rnodiratime": true, "rdiratime": true, "rrelatime": true, "rnorelatime": true,
-	"rnoatime": true, "ratime": true, "rstrictatime": true, "rnostrictatime": true,
-	"rnosymfollow": true, "rsymfollow": true,
+var ignoredOptions = [...]string{
+	"private", "rprivate", "slave", "rslave", "shared",
+	"rshared", "unbindable", "runbindable", "tmpcopyup",
+	"idmap", "ridmap", "rro", "rrw", "rnosuid",
+	"rsuid", "rnodev", "rdev", "rnoexec", "rexec",
+	"rnodiratime", "rdiratime", "rrelatime", "rnorelatime",
+	"rnoatime", "ratime", "rstrictatime", "rnostrictatime",
+	"rnosymfollow", "rsymfollow",
 }
 
 // tmpfsOptions splits a spec's tmpfs options into mount flags and tmpfs
@@ -114,16 +133,19 @@ var ignoredOptions = map[string]bool{
 func tmpfsOptions(opts []string) (uintptr, string) {
 	var flags uintptr
 	var data []string
+options:
 	for _, o := range opts {
-		if f, ok := mountFlags[o]; ok {
-			if f.set {
-				flags |= f.flag
-			} else {
-				flags &^= f.flag
+		for _, f := range mountFlags {
+			if f.name == o {
+				if f.set {
+					flags |= f.flag
+				} else {
+					flags &^= f.flag
+				}
+				continue options
 			}
-			continue
 		}
-		if ignoredOptions[o] || o == "" {
+		if o == "" || slices.Contains(ignoredOptions[:], o) {
 			continue
 		}
 		data = append(data, o)
@@ -187,12 +209,48 @@ func isMountRoot(f *os.File) (bool, error) {
 	return self.Dev != parent.Dev, nil
 }
 
+// stateNames are what nsiso may make in a bundle's nsiso directory.
+var stateNames = [...]string{pinIPCName, pinPIDName, pinShmName, ownShmName}
+
 // cleanupState unmounts everything nsiso mounted for the container of this
 // bundle and removes its directory. It is safe to call more than once.
+//
+// It runs at every Delete and again in `shim delete`, so it does only
+// what the directory calls for: most containers have none (one failed
+// open), a private one only its /dev/shm, a child only its pins.
 func cleanupState(bundle string) error {
 	dir := stateDir(bundle)
+	var present, isDir [len(stateNames)]bool
+	listed := false
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		// Nothing can be mounted beneath a directory that does not exist.
+		return nil
+	}
+	if err == nil {
+		entries, rerr := f.ReadDir(-1)
+		f.Close()
+		listed = rerr == nil
+		for _, e := range entries {
+			for i, n := range stateNames {
+				if e.Name() == n {
+					present[i], isDir[i] = true, e.IsDir()
+				}
+			}
+		}
+	}
+	if !listed {
+		// Not a plain directory, or unreadable: try every name, as an
+		// unmount or removal of what is not there fails harmlessly.
+		for i := range present {
+			present[i] = true
+		}
+	}
 	var errs []error
-	for _, name := range []string{pinIPCName, pinPIDName, pinShmName, ownShmName} {
+	for i, name := range stateNames {
+		if !present[i] {
+			continue
+		}
 		p := filepath.Join(dir, name)
 		for {
 			err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
@@ -210,10 +268,26 @@ func cleanupState(bundle string) error {
 		// would reach into the parent's /dev/shm.
 		return errors.Join(errs...)
 	}
-	for _, name := range []string{pinIPCName, pinPIDName, pinShmName, ownShmName, ""} {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+	for i, name := range stateNames {
+		if !present[i] {
+			continue
 		}
+		p := filepath.Join(dir, name)
+		var err error
+		switch {
+		case !listed:
+			err = os.Remove(p)
+		case isDir[i]:
+			err = os.NewSyscallError("rmdir", unix.Rmdir(p))
+		default:
+			err = os.NewSyscallError("unlink", unix.Unlink(p))
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
+		}
+	}
+	if err := unix.Rmdir(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
 	}
 	return errors.Join(errs...)
 }

@@ -40,12 +40,10 @@ func TestMountOwnShmEachRuncOption(t *testing.T) {
 		t.Skip("mounting a tmpfs needs root")
 	}
 	var opts []string
-	for o := range mountFlags {
-		opts = append(opts, o)
+	for _, f := range mountFlags {
+		opts = append(opts, f.name)
 	}
-	for o := range ignoredOptions {
-		opts = append(opts, o)
-	}
+	opts = append(opts, ignoredOptions[:]...)
 	sort.Strings(opts)
 	for _, o := range opts {
 		t.Run(o, func(t *testing.T) {

@@ -16,6 +16,23 @@ import (
 type resolved struct {
 	policy specmod.Policy
 	runc   *options.Options
+	// fromClient is set when the client sent runc.v2's own options, which
+	// then go to runc.v2's task service as they came.
+	fromClient *anypb.Any
+}
+
+// runcAny is the options for runc.v2's task service, which type-asserts
+// its own options type: the client's when it sent them, none when nsiso's
+// config leaves runc at its defaults (runc.v2 reads no options as the
+// defaults, and so is spared decoding them), else the config's, encoded.
+func (r resolved) runcAny() (*anypb.Any, error) {
+	if r.fromClient != nil {
+		return r.fromClient, nil
+	}
+	if r.runc.BinaryName == "" && r.runc.Root == "" && !r.runc.SystemdCgroup {
+		return nil, nil
+	}
+	return typeurl.MarshalAnyToProto(r.runc)
 }
 
 // resolveOptions reads the options containerd sent with a Create.
@@ -27,9 +44,10 @@ type resolved struct {
 // existing setup; policy then comes from the default config file.
 func resolveOptions(a *anypb.Any) (resolved, error) {
 	var (
-		cfg *Config
-		ro  *options.Options
-		err error
+		cfg        *Config
+		ro         *options.Options
+		fromClient *anypb.Any
+		err        error
 	)
 	if a.GetValue() != nil || a.GetTypeUrl() != "" {
 		v, err := typeurl.UnmarshalAny(a)
@@ -48,7 +66,7 @@ func resolveOptions(a *anypb.Any) (resolved, error) {
 				return resolved{}, err
 			}
 		case *options.Options:
-			ro = o
+			ro, fromClient = o, a
 		default:
 			return resolved{}, fmt.Errorf("nsiso: unsupported runtime options type %T", v)
 		}
@@ -61,5 +79,5 @@ func resolveOptions(a *anypb.Any) (resolved, error) {
 	if ro == nil {
 		ro = cfg.RuncOptions()
 	}
-	return resolved{policy: cfg.Policy(), runc: ro}, nil
+	return resolved{policy: cfg.Policy(), runc: ro, fromClient: fromClient}, nil
 }

@@ -125,7 +125,7 @@ func pinParent(req specmod.Request, child string, w where, need specmod.Needs) (
 	defer ref.close()
 
 	dir := stateDir(w.bundle)
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := makeStateDir(dir); err != nil {
 		return par, fmt.Errorf("nsiso: %w", err)
 	}
 	if need.IPC {

@@ -13,7 +13,6 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
-	"github.com/containerd/typeurl/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -116,8 +115,7 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ 
 	if err != nil {
 		return nil, err
 	}
-	// runc.v2's service type-asserts its own options type.
-	if r.Options, err = typeurl.MarshalAnyToProto(opts.runc); err != nil {
+	if r.Options, err = opts.runcAny(); err != nil {
 		return nil, err
 	}
 	b, err := readBundleSpec(r.Bundle)
@@ -170,10 +168,15 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ 
 			return nil, fmt.Errorf("nsiso: container %q: %w", r.ID, err)
 		}
 	}
-	if err := b.write(); err != nil {
+	written, err := b.writeIfChanged()
+	if err != nil {
 		return nil, fmt.Errorf("nsiso: write spec: %w", err)
 	}
-	log.G(ctx).WithField("id", r.ID).WithField("parent", req.Parent).Debug("nsiso: spec rewritten")
+	// Fields are only gathered when the line is logged: this runs on
+	// every Create.
+	if l := log.G(ctx); l.Logger.IsLevelEnabled(log.DebugLevel) {
+		l.WithField("id", r.ID).WithField("parent", req.Parent).WithField("written", written).Debug("nsiso: spec rewritten")
+	}
 	return joined, nil
 }
 

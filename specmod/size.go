@@ -8,15 +8,30 @@ import (
 	"strings"
 )
 
-// unitScale maps a lower-cased size suffix to its multiplier. Sizes are
-// binary, as in Docker's --shm-size and Mesos' --default_container_shm_size:
-// "512m" means 512 MiB, never Kubernetes' "milli".
-var unitScale = map[string]float64{
-	"": 1, "b": 1,
-	"k": 1 << 10, "kb": 1 << 10, "ki": 1 << 10, "kib": 1 << 10,
-	"m": 1 << 20, "mb": 1 << 20, "mi": 1 << 20, "mib": 1 << 20,
-	"g": 1 << 30, "gb": 1 << 30, "gi": 1 << 30, "gib": 1 << 30,
-	"t": 1 << 40, "tb": 1 << 40, "ti": 1 << 40, "tib": 1 << 40,
+// unitScales are the size suffixes, lower-cased, and their multipliers.
+// Sizes are binary, as in Docker's --shm-size and Mesos'
+// --default_container_shm_size: "512m" means 512 MiB, never Kubernetes'
+// "milli". (An array, not a map: an array of constants is laid out by the
+// linker, while a map is built at every start of the shim, which
+// containerd starts three times per container.)
+var unitScales = [...]struct {
+	unit  string
+	scale float64
+}{
+	{"", 1}, {"b", 1},
+	{"k", 1 << 10}, {"kb", 1 << 10}, {"ki", 1 << 10}, {"kib", 1 << 10},
+	{"m", 1 << 20}, {"mb", 1 << 20}, {"mi", 1 << 20}, {"mib", 1 << 20},
+	{"g", 1 << 30}, {"gb", 1 << 30}, {"gi", 1 << 30}, {"gib", 1 << 30},
+	{"t", 1 << 40}, {"tb", 1 << 40}, {"ti", 1 << 40}, {"tib", 1 << 40},
+}
+
+func unitScale(unit string) (float64, bool) {
+	for _, u := range unitScales {
+		if u.unit == unit {
+			return u.scale, true
+		}
+	}
+	return 0, false
 }
 
 // maxSize keeps sizes far from int64 overflow; no tmpfs is an exabyte.
@@ -37,7 +52,7 @@ func ParseSize(s string) (int64, error) {
 	if num == "" {
 		return 0, fmt.Errorf("size %q does not start with a number", s)
 	}
-	scale, ok := unitScale[unit]
+	scale, ok := unitScale(unit)
 	if !ok {
 		return 0, fmt.Errorf("size %q has unknown unit %q (use Ki, Mi, Gi, Ti, k, m, g, t or bytes)", s, strings.TrimSpace(t[i:]))
 	}
