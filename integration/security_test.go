@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,10 +15,13 @@ import (
 
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/anypb"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nsiso/nsiso/specmod"
@@ -487,4 +492,53 @@ func TestSecurityFakeSandboxInCRINamespace(t *testing.T) {
 
 func runtimeOptions(configPath string) *runtimeoptions.Options {
 	return &runtimeoptions.Options{ConfigPath: configPath}
+}
+
+// encoding/json, which runc decodes config.json with, matches keys
+// regardless of case and lets a later key overwrite an earlier one; a
+// client that writes its spec's bytes itself (the container record holds
+// them as they came) can hide a mount under "Mounts" after the "mounts"
+// nsiso would read. nsiso reads the spec as runc does.
+func TestSecurityCaseFoldedSpecKeys(t *testing.T) {
+	s := setup(t)
+	id := newID("casefold")
+	c := s.newContainer(t, id, spec{})
+	sp, err := c.Spec(s.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hidden := append(append([]specs.Mount(nil), sp.Mounts...), specs.Mount{Destination: "/run/shm", Type: "bind", Source: "/dev/shm", Options: []string{"rbind"}})
+	base, err := json.Marshal(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra, err := json.Marshal(hidden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := append(append(bytes.TrimSuffix(base, []byte("}")), []byte(`,"Mounts":`)...), append(extra, '}')...)
+	url, err := typeurl.TypeURL(&specs.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Update(s.ctx, func(_ context.Context, _ *client.Client, c *containers.Container) error {
+		c.Spec = &anypb.Any{TypeUrl: url, Value: raw}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := &task{id: id, c: c}
+	tk, err := c.NewTask(s.ctx, cio.NullIO)
+	if err == nil {
+		r.t = tk
+	}
+	s.remove(t, r)
+	if err == nil {
+		t.Fatal("created a container whose spec hides a bind of the host's /dev/shm under \"Mounts\"")
+	}
+	want := `nsiso: container "` + id + `": mounts./run/shm.source="/dev/shm": shares the host's /dev/shm, forbidden by disallow_sharing_host_ipc_namespace=true`
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error:\n got %v\nwant …%s", err, want)
+	}
+	s.assertNoResidue(t, id)
 }
