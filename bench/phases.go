@@ -36,6 +36,8 @@ var phaseOrder = []string{
 	"shim delete: package init",
 	"shim delete: main → exit",
 	"shim processes: CPU",
+	"GCs in the serving shim up to the Create reply (count)",
+	"GCs in the serving shim, whole life (count)",
 	"@ shim start exec",
 	"@ Create request",
 	"@ Create reply",
@@ -247,6 +249,16 @@ func samplePhases(evs []traceEvent, shims []string, runc string, probes map[stri
 			at("@ Delete reply", reply)
 		}
 		set("Shutdown → shim exit", server.first("Shutdown"), server.exit)
+		gcs, early := 0, 0
+		createReply := ph["@ Create reply"] + begin
+		for _, t := range server.probes["gc"] {
+			gcs++
+			if _, ok := ph["@ Create reply"]; ok && t <= createReply {
+				early++
+			}
+		}
+		ph["GCs in the serving shim, whole life (count)"] = float64(gcs)
+		ph["GCs in the serving shim up to the Create reply (count)"] = float64(early)
 		at("@ shim exit", server.exit)
 	}
 	if del != nil {

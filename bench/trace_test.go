@@ -101,8 +101,9 @@ func TestSamplePhases(t *testing.T) {
 		"Delete: runc delete": 4, "Delete: runc exit → reply": 2, "Delete: nsiso's cleanup → reply": 1, "Delete: request → reply": 7,
 		"Shutdown → shim exit":             1,
 		"shim delete: exec → runtime.main": 1, "shim delete: package init": 1, "shim delete: main → exit": 3,
-		"shim processes: CPU": 8,
-		"@ shim start exec":   1, "@ Create request": 10, "@ Create reply": 19, "@ Start reply": 29, "@ container exit": 30,
+		"shim processes: CPU":                         8,
+		"GCs in the serving shim, whole life (count)": 0, "GCs in the serving shim up to the Create reply (count)": 0,
+		"@ shim start exec": 1, "@ Create request": 10, "@ Create reply": 19, "@ Start reply": 29, "@ container exit": 30,
 		"@ Delete request": 35, "@ Delete reply": 42, "@ shim exit": 44, "@ shim delete exit": 50, "@ client done": 55,
 	}
 	for k, w := range want {

@@ -53,6 +53,8 @@ var shimProbes = []shimProbe{
 	{"nsiso.Create", nsisoPkg + ".(*service).Create"},
 	{"nsiso.Delete", nsisoPkg + ".(*service).Delete"},
 	{"nsiso.cleanup", nsisoPkg + ".cleanupState"},
+	// A garbage collection cycle starts.
+	{"gc", "runtime.gcStart"},
 }
 
 // tracefs is a private instance of the kernel's trace buffer with uprobes
