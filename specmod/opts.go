@@ -162,6 +162,12 @@ func IsBind(m specs.Mount) bool {
 // relative destination as relative to the container's root, so "dev/shm"
 // and "/dev/../dev/shm" are both /dev/shm.
 func MountDest(m specs.Mount) string {
+	if strings.HasPrefix(m.Destination, "/") {
+		// path.Clean returns a clean path as it is, without allocating;
+		// a "/" in front would make it unclean ("//dev/shm") and cost an
+		// allocation per mount per look, several looks per Rewrite.
+		return path.Clean(m.Destination)
+	}
 	return path.Clean("/" + m.Destination)
 }
 
