@@ -213,30 +213,7 @@ func (n *fakeNode) handlers(t *testing.T) []string {
 // directories, to its mode and content.
 func (n *fakeNode) files(t *testing.T) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(n.root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(n.root, p)
-		if rel == "run" || rel == "tmp" {
-			return filepath.SkipDir
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			out[rel] = "dir " + info.Mode().String()
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		out[rel] = info.Mode().String() + "\n" + string(data)
-		return nil
-	})
+	out, err := testenv.Tree(n.root, "run", "tmp")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsiso/nsiso/shim"
+	"github.com/nsiso/nsiso/testenv"
 )
 
 // These tests write a fake host root in a temporary directory; only its
@@ -30,31 +30,11 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// snapshot maps every file and directory under root to its content ("/"
-// for directories) and mode.
+// snapshot maps every file and directory under root to its mode and
+// content (testenv.Tree).
 func snapshot(t *testing.T, root string) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			out[rel] = "dir " + info.Mode().String()
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		out[rel] = info.Mode().String() + " " + string(data)
-		return nil
-	})
+	out, err := testenv.Tree(root)
 	if err != nil {
 		t.Fatal(err)
 	}
