@@ -77,7 +77,7 @@ func ParseFlags(uninstall bool, args []string, stderr io.Writer) (Options, error
 	}
 	o := Options{Stdout: os.Stdout}
 	var handlers handlerList
-	fs.StringVar(&o.Root, "root", "/", "the host's root directory: every path below is placed under it")
+	fs.StringVar(&o.Root, "root", "/", "the host's root directory: every path below is resolved inside it, as the host resolves it")
 	fs.BoolVar(&o.Restart, "restart", false, "restart containerd and wait until its CRI reports (install) or no longer reports (uninstall) the handlers")
 	fs.StringVar(&o.RestartCommand, "restart-command", "", "restart containerd with this sh command instead of its systemd unit")
 	fs.StringVar(&o.Unit, "systemd-unit", DefaultUnit, "containerd's systemd unit")

@@ -118,41 +118,32 @@ func dig(tree map[string]any, keys ...string) (any, bool) {
 	return cur, true
 }
 
-// hostFS reads and lists files of the host under its root.
+// hostFS reads and lists files of the host under its root, resolved as the
+// host resolves them (hostRoot).
 type hostFS struct {
-	root string
+	root *hostRoot
 	// overlay holds files about to be written (host path -> content); they
 	// are read and globbed as if they were there already.
 	overlay map[string][]byte
-}
-
-// real is the path of a host path as this process sees it.
-func (h hostFS) real(hostPath string) string {
-	return filepath.Join(h.root, hostPath)
 }
 
 func (h hostFS) read(hostPath string) ([]byte, error) {
 	if data, ok := h.overlay[hostPath]; ok {
 		return data, nil
 	}
-	return os.ReadFile(h.real(hostPath))
+	return h.root.readFile(hostPath, maxConfigSize)
 }
 
 // glob matches a host pattern like containerd's loader does (filepath.Glob,
 // sorted), including files of the overlay.
 func (h hostFS) glob(pattern string) ([]string, error) {
-	matches, err := filepath.Glob(h.real(pattern))
+	matches, err := h.root.glob(pattern)
 	if err != nil {
 		return nil, fmt.Errorf("import %q: %w", pattern, err)
 	}
 	seen := map[string]bool{}
 	var out []string
-	for _, m := range matches {
-		rel, err := filepath.Rel(h.root, m)
-		if err != nil {
-			return nil, err
-		}
-		p := "/" + filepath.ToSlash(rel)
+	for _, p := range matches {
 		if !seen[p] {
 			seen[p] = true
 			out = append(out, p)

@@ -4,8 +4,12 @@
 //
 // Every path it writes is a path as the host sees it, placed under a root
 // directory (--root): "/" on the node itself, the host's root bind-mounted
-// into the installer's container in a DaemonSet. The jobs are split by file:
+// into the installer's container in a DaemonSet. Each is resolved as the
+// host resolves it, symlinks included, and never leads outside the root.
+// The jobs are split by file:
 //
+//   - root.go: the host's root and every file operation under it (openat2
+//     with RESOLVE_IN_ROOT, then *at calls on the directory found);
 //   - containerd.go: the node's containerd config as containerd reads it
 //     (version, imports, the files they pull in, the CRI plugin of each
 //     version, handlers already defined);

@@ -59,7 +59,7 @@ func digest(data []byte) string {
 }
 
 func readRecord(h hostFS) (*Record, error) {
-	data, err := os.ReadFile(h.real(recordPath))
+	data, err := h.root.readFile(recordPath, maxConfigSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -116,21 +116,32 @@ type plan struct {
 }
 
 // addWrite adds a write unless the file already holds exactly data.
-func (p *plan) addWrite(path string, data []byte, mode os.FileMode) bool {
-	if cur, err := os.ReadFile(p.h.real(path)); err == nil && sameBytes(cur, data) {
-		return false
+func (p *plan) addWrite(path string, data []byte, mode os.FileMode) error {
+	if p.h.root.holds(path, data) {
+		return nil
 	}
 	p.writes = append(p.writes, write{Path: path, Data: data, Mode: mode})
-	p.needDir(filepath.Dir(path))
-	return true
+	return p.needDir(filepath.Dir(path))
 }
 
-// needDir schedules the missing directories of dir.
-func (p *plan) needDir(dir string) {
+// needDir schedules the missing directories of dir. A directory that is a
+// symlink whose target does not exist on the host is refused: creating
+// the target is for the operator to decide.
+func (p *plan) needDir(dir string) error {
 	var missing []string
 	for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
-		if _, err := os.Stat(p.h.real(d)); err == nil {
+		st, err := p.h.root.stat(d)
+		if err == nil {
+			if !st.IsDir() {
+				return fmt.Errorf("%s is not a directory", d)
+			}
 			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if target, ok := p.h.root.danglingLink(d); ok {
+			return fmt.Errorf("%s is a symlink to %q, which does not exist on the host (symlinks are resolved inside --root %s)", d, target, p.h.root.path)
 		}
 		missing = append([]string{d}, missing...)
 	}
@@ -143,6 +154,7 @@ func (p *plan) needDir(dir string) {
 			p.mkdirs = append(p.mkdirs, d)
 		}
 	}
+	return nil
 }
 
 // checkWritable refuses a plan whose files cannot be written, before any
@@ -163,90 +175,53 @@ func (p *plan) checkWritable() error {
 		// created in it.
 		e := d
 		for {
-			if _, err := os.Stat(p.h.real(e)); err == nil || e == "/" {
+			if _, err := p.h.root.stat(e); err == nil || e == "/" {
 				break
 			}
 			e = filepath.Dir(e)
 		}
-		if err := unix.Access(p.h.real(e), unix.W_OK); err != nil {
+		if err := p.h.root.writable(e); err != nil {
 			if errors.Is(err, unix.EROFS) {
 				return fmt.Errorf("%s is on a read-only file system, so %s cannot be written", e, d)
 			}
-			return fmt.Errorf("%s is not writable: %w", e, err)
+			return fmt.Errorf("%s is not writable: %w", e, unwrapPathError(err))
 		}
 	}
 	return nil
 }
 
 // apply makes the plan's changes: directories, then each file atomically
-// (a new file renamed over the old, so a running shim keeps its binary and
-// containerd never reads half a config), then empty directories removed.
+// (hostRoot.writeAtomic), then empty directories removed. Every path is
+// resolved in the host root again as it is used.
 func (p *plan) apply() error {
+	r := p.h.root
 	for _, d := range p.mkdirs {
-		if err := os.Mkdir(p.h.real(d), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("create %s: %w", d, err)
+		if err := r.mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create %s: %w", d, unwrapPathError(err))
 		}
 	}
 	for _, w := range p.writes {
-		real := p.h.real(w.Path)
 		switch {
 		case w.Remove:
-			if err := os.Remove(real); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("remove %s: %w", w.Path, err)
+			if err := r.remove(w.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("remove %s: %w", w.Path, unwrapPathError(err))
 			}
 		case w.From != "":
-			if err := os.Rename(p.h.real(w.From), real); err != nil {
+			if err := r.rename(w.From, w.Path); err != nil {
 				return fmt.Errorf("restore %s: %w", w.Path, err)
 			}
 		default:
-			if err := writeAtomic(real, w.Data, w.Mode); err != nil {
+			if err := r.writeAtomic(w.Path, w.Data, w.Mode); err != nil {
 				return fmt.Errorf("write %s: %w", w.Path, err)
 			}
 		}
 	}
 	for _, d := range p.rmdirs {
-		if err := os.Remove(p.h.real(d)); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
-			return fmt.Errorf("remove %s: %w", d, err)
+		// Not empty, gone, or no longer a directory (a symlink put in its
+		// place): not install's to remove.
+		if err := r.rmdir(d); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) && !errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("remove %s: %w", d, unwrapPathError(err))
 		}
 	}
 	return nil
-}
-
-// writeAtomic replaces path with data. An existing file keeps its mode and
-// owner, so that a restored config is the operator's file again.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	uid, gid := -1, -1
-	if st, err := os.Stat(path); err == nil {
-		mode = st.Mode().Perm()
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			uid, gid = int(sys.Uid), int(sys.Gid)
-		}
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".nsiso-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if uid >= 0 {
-		if err := tmp.Chown(uid, gid); err != nil {
-			tmp.Close()
-			return err
-		}
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

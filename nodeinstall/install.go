@@ -68,9 +68,7 @@ func (o *Options) logf(format string, args ...any) {
 	fmt.Fprintf(o.Stdout, format+"\n", args...)
 }
 
-func (o *Options) host() hostFS { return hostFS{root: o.Root} }
-
-// socket is containerd's socket as this process sees it.
+// socket is containerd's socket as this process names it.
 func (o *Options) socket() string { return filepath.Join(o.Root, o.Address) }
 
 func (o *Options) labelKV() (string, string) {
@@ -90,7 +88,12 @@ func Install(ctx context.Context, o Options) error {
 	if err := checkRoot(); err != nil {
 		return err
 	}
-	h := o.host()
+	root, err := openRoot(o.Root)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	h := hostFS{root: root}
 	shim, err := os.ReadFile(o.Shim)
 	if err != nil {
 		return fmt.Errorf("read the shim to install: %w", err)
@@ -157,7 +160,7 @@ func Install(ctx context.Context, o Options) error {
 		runtimePath = filepath.Join(o.BinDir, ShimName)
 	}
 	dropInData := renderDropIn(dropInVersion, o.Handlers, o.Policy, runtimePath)
-	if cur, err := os.ReadFile(h.real(dropIn)); err == nil && !sameBytes(cur, dropInData) && rec.file(dropIn) == nil {
+	if _, err := root.stat(dropIn); err == nil && !root.holds(dropIn, dropInData) && rec.file(dropIn) == nil {
 		return fmt.Errorf("%s exists and was not written by nsiso install; move it away first", dropIn)
 	}
 
@@ -166,8 +169,8 @@ func Install(ctx context.Context, o Options) error {
 	if mainData != nil {
 		overlay[o.Config] = mainData
 	}
-	v := findContainerd(o.Root, o.Containerd)
-	merged, err := v.dump(ctx, hostFS{root: o.Root, overlay: overlay}, o.Config)
+	v := findContainerd(root, o.Containerd)
+	merged, err := v.dump(ctx, hostFS{root: root, overlay: overlay}, o.Config)
 	if err != nil {
 		return fmt.Errorf("refusing to install: the resulting containerd config does not load: %w", err)
 	}
@@ -193,16 +196,17 @@ func Install(ctx context.Context, o Options) error {
 	}
 	// The shim: a file nsiso install did not put there is kept aside for
 	// uninstall to put back.
+	var planErr []error
 	if rec.file(shimPath) == nil {
-		cur, err := os.ReadFile(h.real(shimPath))
+		cur, err := root.readFile(shimPath, maxFileSize)
 		switch {
 		case err == nil:
 			backup := filepath.Join(backupDir, ShimName)
 			mode := os.FileMode(0o755)
-			if st, err := os.Stat(h.real(shimPath)); err == nil {
+			if st, err := root.stat(shimPath); err == nil {
 				mode = st.Mode().Perm()
 			}
-			p.addWrite(backup, cur, mode)
+			planErr = append(planErr, p.addWrite(backup, cur, mode))
 			record(shimPath, shim, func(f *RecordFile) { f.Backup = backup })
 		case errors.Is(err, fs.ErrNotExist):
 			record(shimPath, shim, func(f *RecordFile) { f.Added = true })
@@ -212,28 +216,28 @@ func Install(ctx context.Context, o Options) error {
 	} else {
 		record(shimPath, shim, nil)
 	}
-	p.addWrite(shimPath, shim, 0o755)
+	planErr = append(planErr, p.addWrite(shimPath, shim, 0o755))
 
 	// nsiso.toml: written once, never over an operator's file.
-	if _, err := os.Stat(h.real(o.Policy)); errors.Is(err, fs.ErrNotExist) {
+	if _, err := root.stat(o.Policy); errors.Is(err, fs.ErrNotExist) {
 		policy := nsisoDefaults
 		if usesSystemdCgroup(merged) {
 			policy += nsisoSystemdCgroup
 		}
-		p.addWrite(o.Policy, []byte(policy), 0o644)
+		planErr = append(planErr, p.addWrite(o.Policy, []byte(policy), 0o644))
 		record(o.Policy, []byte(policy), func(f *RecordFile) { f.Added, f.Keep = true, true })
 	} else if err != nil {
 		return fmt.Errorf("stat %s: %w", o.Policy, err)
 	}
 
-	p.addWrite(dropIn, dropInData, 0o644)
+	planErr = append(planErr, p.addWrite(dropIn, dropInData, 0o644))
 	record(dropIn, dropInData, func(f *RecordFile) {
 		if f.Edit == nil && f.Backup == "" {
 			f.Added = true
 		}
 	})
 	if mainData != nil {
-		p.addWrite(o.Config, mainData, 0o644)
+		planErr = append(planErr, p.addWrite(o.Config, mainData, 0o644))
 		record(o.Config, mainData, func(f *RecordFile) {
 			if mainExists {
 				f.Edit = mainEdit
@@ -243,7 +247,10 @@ func Install(ctx context.Context, o Options) error {
 		})
 	}
 	if len(p.writes) > 0 {
-		p.needDir(stateDir)
+		planErr = append(planErr, p.needDir(stateDir))
+	}
+	if err := errors.Join(planErr...); err != nil {
+		return fmt.Errorf("refusing to install: %w; nothing was changed", err)
 	}
 	for _, d := range p.mkdirs {
 		if !slicesContains(rec.Dirs, d) {
@@ -257,7 +264,9 @@ func Install(ctx context.Context, o Options) error {
 		}
 	}
 	if len(p.writes) > 0 {
-		p.addWrite(recordPath, rec.encode(), 0o644)
+		if err := p.addWrite(recordPath, rec.encode(), 0o644); err != nil {
+			return fmt.Errorf("refusing to install: %w; nothing was changed", err)
+		}
 	}
 	if err := p.checkWritable(); err != nil {
 		hint := ""
@@ -277,13 +286,13 @@ func Install(ctx context.Context, o Options) error {
 	}
 
 	if o.Restart {
-		if err := o.restartFor(ctx, configChanged, true); err != nil {
+		if err := o.restartFor(ctx, root, configChanged, true); err != nil {
 			return err
 		}
 	}
 	if o.KubeNode != "" {
 		// The label sends pods here: only once containerd can run them.
-		names, err := criHandlers(ctx, o.socket())
+		names, err := criHandlers(ctx, root, o.Address)
 		if err != nil {
 			return fmt.Errorf("not labelling node %s: containerd's CRI at %s: %w", o.KubeNode, o.Address, err)
 		}
@@ -308,9 +317,9 @@ func Install(ctx context.Context, o Options) error {
 // restartFor restarts containerd when its config changed or its CRI does
 // not (install) or still does (uninstall) report the handlers, then waits
 // until it does.
-func (o *Options) restartFor(ctx context.Context, configChanged, present bool) error {
+func (o *Options) restartFor(ctx context.Context, root *hostRoot, configChanged, present bool) error {
 	if !configChanged {
-		if names, err := criHandlers(ctx, o.socket()); err == nil {
+		if names, err := criHandlers(ctx, root, o.Address); err == nil {
 			ok := true
 			for _, h := range o.Handlers {
 				if slicesContains(names, h) != present {
@@ -323,13 +332,13 @@ func (o *Options) restartFor(ctx context.Context, configChanged, present bool) e
 			}
 		}
 	}
-	r := restarter{root: o.Root, unit: o.Unit, command: o.RestartCommand, stdout: o.Stdout}
+	r := restarter{root: root, unit: o.Unit, command: o.RestartCommand, stdout: o.Stdout}
 	how, err := r.restart(ctx)
 	if err != nil {
 		return err
 	}
 	o.logf("%s", how)
-	if err := waitHandlers(ctx, o.socket(), o.Handlers, present, o.Timeout); err != nil {
+	if err := waitHandlers(ctx, root, o.Address, o.Handlers, present, o.Timeout); err != nil {
 		return err
 	}
 	if present {
@@ -357,7 +366,12 @@ func Uninstall(ctx context.Context, o Options) error {
 		}
 		o.logf("removed label %s from node %s", k, o.KubeNode)
 	}
-	h := o.host()
+	root, err := openRoot(o.Root)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	h := hostFS{root: root}
 	rec, err := readRecord(h)
 	if err != nil {
 		return err
@@ -382,7 +396,7 @@ func Uninstall(ctx context.Context, o Options) error {
 	configChanged := false
 	for i := len(rec.Files) - 1; i >= 0; i-- {
 		f := rec.Files[i]
-		cur, err := os.ReadFile(h.real(f.Path))
+		cur, err := root.readFile(f.Path, maxFileSize)
 		if errors.Is(err, fs.ErrNotExist) {
 			if f.Backup != "" {
 				p.writes = append(p.writes, write{Path: f.Path, From: f.Backup})
@@ -390,7 +404,7 @@ func Uninstall(ctx context.Context, o Options) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", f.Path, err)
+			return fmt.Errorf("read %s: %w", f.Path, unwrapPathError(err))
 		}
 		unchanged := digest(cur) == f.SHA256
 		switch {
@@ -413,6 +427,16 @@ func Uninstall(ctx context.Context, o Options) error {
 			if !f.Keep && filepath.Base(f.Path) != ShimName {
 				configChanged = true
 			}
+		}
+	}
+	// A backup is put back by a rename: one that is missing, or not a
+	// file, would stop uninstall halfway.
+	for _, w := range p.writes {
+		if w.From == "" {
+			continue
+		}
+		if st, err := root.stat(w.From); err != nil || !st.Mode().IsRegular() {
+			conflicts = append(conflicts, fmt.Sprintf("the backup %s of %s is missing", w.From, w.Path))
 		}
 	}
 	if len(conflicts) > 0 {
@@ -443,7 +467,7 @@ func Uninstall(ctx context.Context, o Options) error {
 	}
 	if o.Restart {
 		o.Handlers = rec.Handlers
-		return o.restartFor(ctx, configChanged, false)
+		return o.restartFor(ctx, root, configChanged, false)
 	}
 	return nil
 }

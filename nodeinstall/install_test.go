@@ -376,8 +376,13 @@ func TestKubeNodeLabel(t *testing.T) {
 }
 
 func TestRestartWithoutSystemdOrCommand(t *testing.T) {
-	r := restarter{root: t.TempDir(), unit: DefaultUnit, stdout: io.Discard}
-	_, err := r.restart(context.Background())
+	root, err := openRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	r := restarter{root: root, unit: DefaultUnit, stdout: io.Discard}
+	_, err = r.restart(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "no --restart-command") || !strings.Contains(err.Error(), "SIGHUP") {
 		t.Fatalf("got %v", err)
 	}
@@ -447,4 +452,38 @@ func TestUninstallChangedFile(t *testing.T) {
 	if d := diffSnapshots(before, snapshot(t, h.root)); len(d) > 0 {
 		t.Errorf("uninstall --force did not restore the host: %v", d)
 	}
+}
+
+// Install and uninstall on a root whose drop-in directory is an absolute
+// symlink out of it, with openat2 and with the walk: the drop-in goes
+// where the host resolves the link, inside the root, and nothing outside
+// changes (the nsiso binary's attack tests are integration/security_install_test.go).
+func TestInstallResolvesInRoot(t *testing.T) {
+	needRoot(t)
+	withResolvers(t, func(t *testing.T) {
+		ctx := context.Background()
+		outside := t.TempDir()
+		mustWrite(t, filepath.Join(outside, "keep"), "the victim's\n")
+		h := newFakeHost(t, map[string]string{DefaultConfig: v3NoImports})
+		mustLink(t, outside, filepath.Join(h.root, "etc/containerd/conf.d"))
+		if err := os.MkdirAll(filepath.Join(h.root, outside), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		was := snapshot(t, outside)
+		if err := Install(ctx, h.opts()); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.read(t, filepath.Join(outside, dropInName)); !strings.Contains(got, RuntimeType) {
+			t.Errorf("drop-in:\n%s", got)
+		}
+		if err := Uninstall(ctx, h.uninstallOpts()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(h.root, outside, dropInName)); !os.IsNotExist(err) {
+			t.Errorf("uninstall left the drop-in: %v", err)
+		}
+		if d := diffSnapshots(was, snapshot(t, outside)); len(d) > 0 {
+			t.Errorf("outside the root changed: %v", d)
+		}
+	})
 }

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -25,7 +25,7 @@ import (
 // a host without one. Running containers survive a restart either way:
 // their shims are not the daemon's children and reconnect.
 type restarter struct {
-	root string
+	root *hostRoot
 	// unit is the systemd unit, used when the host runs systemd and
 	// command is empty.
 	unit string
@@ -45,9 +45,9 @@ func (r restarter) restart(ctx context.Context) (string, error) {
 		return "ran " + strconv.Quote(r.command), nil
 	}
 	// sd_booted(): systemd is the host's init when this directory exists.
-	if _, err := os.Stat(filepath.Join(r.root, "run/systemd/system")); err != nil {
+	if _, err := r.root.stat("/run/systemd/system"); err != nil {
 		return "", fmt.Errorf("cannot restart containerd: the host does not run systemd (%s/run/systemd/system is absent) and no --restart-command was given; "+
-			"containerd has no config reload (SIGHUP stops it), so restart it with your service manager, e.g. --restart-command 'rc-service containerd restart'", trimRoot(r.root))
+			"containerd has no config reload (SIGHUP stops it), so restart it with your service manager, e.g. --restart-command 'rc-service containerd restart'", trimRoot(r.root.path))
 	}
 	if err := r.restartUnit(ctx); err != nil {
 		return "", err
@@ -60,9 +60,15 @@ func (r restarter) restart(ctx context.Context) (string, error) {
 // refuses to act from a chroot, and Go cannot enter another mount
 // namespace, so neither `chroot systemctl` nor an nsenter would.
 func (r restarter) restartUnit(ctx context.Context) error {
-	sock := filepath.Join(r.root, "run/systemd/private")
+	const private = "/run/systemd/private"
+	sock := r.root.display(private)
 	conn, err := sddbus.NewConnection(func() (*godbus.Conn, error) {
-		c, err := godbus.Dial("unix:path="+sock, godbus.WithContext(ctx))
+		p, done, err := r.root.socket(private)
+		if err != nil {
+			return nil, err
+		}
+		c, err := godbus.Dial("unix:path="+p, godbus.WithContext(ctx))
+		done()
 		if err != nil {
 			return nil, err
 		}
@@ -105,9 +111,26 @@ func trimRoot(root string) string {
 	return root
 }
 
-// criHandlers asks containerd's CRI which runtime handlers it has.
-func criHandlers(ctx context.Context, socket string) ([]string, error) {
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// criHandlers asks containerd's CRI at the host's address which runtime
+// handlers it has.
+func criHandlers(ctx context.Context, root *hostRoot, address string) ([]string, error) {
+	dial := func(ctx context.Context, _ string) (net.Conn, error) {
+		// Resolved for each connection: a restart makes a new socket.
+		p, done, err := root.socket(address)
+		if err != nil {
+			return nil, err
+		}
+		defer done()
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", p)
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			// Name the socket, not the handle it was reached by.
+			return nil, fmt.Errorf("dial %s: %w", root.display(address), oe.Err)
+		}
+		return c, err
+	}
+	conn, err := grpc.NewClient("passthrough:///"+root.display(address), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(dial))
 	if err != nil {
 		return nil, err
 	}
@@ -128,12 +151,13 @@ func criHandlers(ctx context.Context, socket string) ([]string, error) {
 // waitHandlers polls the CRI until every handler is reported (present) or
 // none is (!present). The daemon going away and coming back during a
 // restart is part of the wait.
-func waitHandlers(ctx context.Context, socket string, handlers []string, present bool, timeout time.Duration) error {
+func waitHandlers(ctx context.Context, root *hostRoot, address string, handlers []string, present bool, timeout time.Duration) error {
+	socket := root.display(address)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
 	for {
-		names, err := criHandlers(ctx, socket)
+		names, err := criHandlers(ctx, root, address)
 		if err == nil {
 			ok := true
 			for _, h := range handlers {

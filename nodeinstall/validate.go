@@ -3,7 +3,9 @@ package nodeinstall
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 
 	srvconfig "github.com/containerd/containerd/v2/cmd/containerd/server/config"
 	"github.com/pelletier/go-toml/v2"
+	"golang.org/x/sys/unix"
 )
 
 // binDirs are where a host keeps containerd, searched in PATH order.
@@ -31,15 +34,16 @@ type validator struct {
 }
 
 // findContainerd picks the containerd that validates: the one given, else
-// the host's own under root (its usual directories, then, on the node
-// itself, PATH).
-func findContainerd(root, given string) validator {
+// the host's own under root (its usual directories, resolved as the
+// chrooted binary is, then, on the node itself, PATH).
+func findContainerd(host *hostRoot, given string) validator {
+	root := host.path
 	if given != "" {
 		return validator{root: root, binary: given}
 	}
 	for _, d := range binDirs {
 		p := filepath.Join(d, "containerd")
-		if st, err := os.Stat(filepath.Join(root, p)); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		if st, err := host.stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
 			if root == "/" {
 				return validator{root: root, binary: p}
 			}
@@ -68,8 +72,8 @@ func (v validator) String() string {
 
 // dump loads the config graph of mainPath, with the overlay's files as if
 // they were written, the way containerd loads it, and returns the merged
-// config. Nothing under root changes: every file of the graph is copied to
-// a scratch directory with its imports pointed at the copies.
+// config. Nothing else under root changes: every file of the graph is
+// copied to a scratch directory with its imports pointed at the copies.
 func (v validator) dump(ctx context.Context, h hostFS, mainPath string) (map[string]any, error) {
 	g, err := loadGraph(h, mainPath)
 	if err != nil {
@@ -78,23 +82,27 @@ func (v validator) dump(ctx context.Context, h hostFS, mainPath string) (map[str
 	if g == nil {
 		return nil, fmt.Errorf("%s: not found", mainPath)
 	}
-	scratchParent := os.TempDir()
+	// The scratch directory is in this process's temporary directory, or,
+	// for the chrooted binary, in the host's /tmp resolved as that binary
+	// resolves it. view is the directory as the validating process sees it.
+	var parent *os.File
 	if v.chroot {
-		scratchParent = filepath.Join(v.root, "tmp")
+		parent, err = h.root.open("/tmp", unix.O_PATH|unix.O_DIRECTORY)
+	} else {
+		parent, err = os.OpenFile(os.TempDir(), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	}
-	scratch, err := os.MkdirTemp(scratchParent, "nsiso-validate-")
 	if err != nil {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
-	defer os.RemoveAll(scratch)
-	// view is the scratch directory as the validating process sees it.
-	view := scratch
+	defer parent.Close()
+	scratch, err := newScratch(parent)
+	if err != nil {
+		return nil, fmt.Errorf("validate: %w", err)
+	}
+	defer scratch.remove()
+	view := filepath.Join(os.TempDir(), scratch.name)
 	if v.chroot {
-		rel, err := filepath.Rel(v.root, scratch)
-		if err != nil {
-			return nil, err
-		}
-		view = "/" + rel
+		view = filepath.Join("/tmp", scratch.name)
 	}
 	names := map[string]string{}
 	for i, f := range g.Files {
@@ -119,15 +127,66 @@ func (v validator) dump(ctx context.Context, h hostFS, mainPath string) (map[str
 		if err != nil {
 			return nil, fmt.Errorf("validate: copy %s: %w", f.Path, err)
 		}
-		if err := os.WriteFile(filepath.Join(scratch, names[f.Path]), data, 0o600); err != nil {
+		if err := scratch.write(names[f.Path], data); err != nil {
 			return nil, fmt.Errorf("validate: %w", err)
 		}
 	}
 	mainView := filepath.Join(view, names[mainPath])
 	if v.binary == "" {
-		return loadInProcess(ctx, filepath.Join(scratch, names[mainPath]))
+		return loadInProcess(ctx, mainView)
 	}
 	return v.run(ctx, mainView)
+}
+
+// scratchDir is a new directory made and filled through handles, never by
+// a path walked again, and removed with what was put in it.
+type scratchDir struct {
+	parent *os.File
+	dir    int
+	name   string
+	files  []string
+}
+
+func newScratch(parent *os.File) (*scratchDir, error) {
+	for range 100 {
+		name := "nsiso-validate-" + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		err := unix.Mkdirat(int(parent.Fd()), name, 0o700)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "mkdir", Path: name, Err: err}
+		}
+		dir, err := unix.Openat(int(parent.Fd()), name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			unix.Unlinkat(int(parent.Fd()), name, unix.AT_REMOVEDIR)
+			return nil, &os.PathError{Op: "open", Path: name, Err: err}
+		}
+		return &scratchDir{parent: parent, dir: dir, name: name}, nil
+	}
+	return nil, fmt.Errorf("no free name for a scratch directory: %w", unix.EEXIST)
+}
+
+func (s *scratchDir) write(name string, data []byte) error {
+	fd, err := unix.Openat(s.dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "create", Path: filepath.Join(s.name, name), Err: err}
+	}
+	s.files = append(s.files, name)
+	f := os.NewFile(uintptr(fd), name)
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (s *scratchDir) remove() {
+	for _, n := range s.files {
+		unix.Unlinkat(s.dir, n, 0)
+	}
+	unix.Close(s.dir)
+	unix.Unlinkat(int(s.parent.Fd()), s.name, unix.AT_REMOVEDIR)
 }
 
 // run is `containerd --config main config dump`.
