@@ -74,8 +74,12 @@ type Facts struct {
 	// Spec is what the spec of a container without a live task asks for;
 	// nil when it is live or its spec could not be read.
 	Spec *SpecFacts
-	// Pod is the Kubernetes pod the container belongs to, if any.
+	// Pod is the Kubernetes pod containerd's CRI plugin made the container
+	// for, if any (see Attribute).
 	Pod Pod
+	// Claim is the pod the labels and annotations of a container CRI did
+	// not make name (PodOf); zero when CRI made it or they name none.
+	Claim Pod
 }
 
 // Record is one container's line of the report; the JSON field names are
@@ -94,19 +98,37 @@ type Record struct {
 	Status       string `json:"status"`
 	// Source is SourceKernel or SourceSpec.
 	Source string `json:"source"`
-	// The Kubernetes pod, from CRI's annotations and labels; empty outside
-	// a pod. ContainerName is empty and Sandbox true for the pod's sandbox.
+	// The Kubernetes pod, as containerd's CRI plugin knows it; empty
+	// outside a pod. ContainerName is empty and Sandbox true for the pod's
+	// sandbox.
 	PodNamespace  string `json:"podNamespace"`
 	PodName       string `json:"podName"`
 	ContainerName string `json:"containerName"`
 	Sandbox       bool   `json:"sandbox"`
+	// The pod that the labels and annotations of a container CRI did not
+	// make name: a claim anyone who can create a container can write,
+	// never counted as that pod's. Empty when there is none.
+	ClaimedPodNamespace  string `json:"claimedPodNamespace"`
+	ClaimedPodName       string `json:"claimedPodName"`
+	ClaimedContainerName string `json:"claimedContainerName"`
+	ClaimedSandbox       bool   `json:"claimedSandbox"`
 }
 
 // Pod is the record's Kubernetes pod.
 func (r Record) Pod() Pod {
-	p := Pod{Namespace: r.PodNamespace, Name: r.PodName, Container: r.ContainerName}
+	return podOfFields(r.PodNamespace, r.PodName, r.ContainerName, r.Sandbox)
+}
+
+// Claim is the pod the record's container claims without CRI having made
+// it.
+func (r Record) Claim() Pod {
+	return podOfFields(r.ClaimedPodNamespace, r.ClaimedPodName, r.ClaimedContainerName, r.ClaimedSandbox)
+}
+
+func podOfFields(ns, name, container string, sandbox bool) Pod {
+	p := Pod{Namespace: ns, Name: name, Container: container}
 	switch {
-	case r.Sandbox:
+	case sandbox:
 		p.Kind = KindSandbox
 	case !p.IsZero():
 		p.Kind = KindContainer
@@ -160,7 +182,9 @@ func Analyze(host Host, facts []Facts) []Record {
 	for i := range fs {
 		f := &fs[i]
 		r := Record{Namespace: f.Namespace, ID: f.ID, Runtime: f.Runtime, Status: f.Status, Source: SourceKernel,
-			PodNamespace: f.Pod.Namespace, PodName: f.Pod.Name, ContainerName: f.Pod.Container, Sandbox: f.Pod.Kind == KindSandbox}
+			PodNamespace: f.Pod.Namespace, PodName: f.Pod.Name, ContainerName: f.Pod.Container, Sandbox: f.Pod.Kind == KindSandbox,
+			ClaimedPodNamespace: f.Claim.Namespace, ClaimedPodName: f.Claim.Name, ClaimedContainerName: f.Claim.Container,
+			ClaimedSandbox: f.Claim.Kind == KindSandbox}
 		if f.Live {
 			r.Pid, r.IPCNamespace, r.PIDNamespace = f.Pid, f.IPC.Ino, f.PID.Ino
 			r.IPCMode = mode(fs, i, f.IPC, host.IPC, ipcOwner)

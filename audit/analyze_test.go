@@ -420,16 +420,22 @@ func TestAnalyzeJSONFields(t *testing.T) {
 		ctr("p", 1, set(func(f *Facts) { f.Pod = Pod{Namespace: "team-x", Name: "web", Kind: KindSandbox} })),
 		ctr("k", 2, joinsIPC(1), joinsPID(1), sharesShm(1, 64<<20),
 			set(func(f *Facts) { f.Pod = Pod{Namespace: "team-x", Name: "web", Container: "app", Kind: KindContainer} })),
-		stopped("s", newSpec(), set(func(f *Facts) { f.Status = "created" })),
+		stopped("s", newSpec(), set(func(f *Facts) {
+			f.Status = "created"
+			f.Claim = Pod{Namespace: "team-y", Name: "fake", Container: "app", Kind: KindContainer}
+		})),
 	})
 	got := fmt.Sprintf("%+v", recs)
 	want := "[" +
 		"{Namespace:default ID:k IPCMode:container:p PIDMode:container:p ShmSize:67108864 ShmSource:container:p Runtime:io.containerd.runc.v2 Pid:1002 IPCNamespace:101 PIDNamespace:201 Status:running " +
-		"Source:kernel PodNamespace:team-x PodName:web ContainerName:app Sandbox:false} " +
+		"Source:kernel PodNamespace:team-x PodName:web ContainerName:app Sandbox:false " +
+		"ClaimedPodNamespace: ClaimedPodName: ClaimedContainerName: ClaimedSandbox:false} " +
 		"{Namespace:default ID:p IPCMode:private PIDMode:private ShmSize:67108864 ShmSource:own Runtime:io.containerd.runc.v2 Pid:1001 IPCNamespace:101 PIDNamespace:201 Status:running " +
-		"Source:kernel PodNamespace:team-x PodName:web ContainerName: Sandbox:true} " +
+		"Source:kernel PodNamespace:team-x PodName:web ContainerName: Sandbox:true " +
+		"ClaimedPodNamespace: ClaimedPodName: ClaimedContainerName: ClaimedSandbox:false} " +
 		"{Namespace:default ID:s IPCMode:private PIDMode:private ShmSize:0 ShmSource:own Runtime:io.containerd.runc.v2 Pid:0 IPCNamespace:0 PIDNamespace:0 Status:created " +
-		"Source:spec PodNamespace: PodName: ContainerName: Sandbox:false}" +
+		"Source:spec PodNamespace: PodName: ContainerName: Sandbox:false " +
+		"ClaimedPodNamespace:team-y ClaimedPodName:fake ClaimedContainerName:app ClaimedSandbox:false}" +
 		"]"
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)

@@ -9,10 +9,12 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"google.golang.org/grpc"
 
 	"github.com/nsiso/nsiso/hostns"
 )
@@ -31,9 +33,14 @@ type Options struct {
 	// Namespace limits the audit to one containerd namespace; empty audits
 	// them all, which is the only way to see sharing across namespaces.
 	Namespace string
+	// PodNamespace, when set, asks for the pods of one Kubernetes
+	// namespace: Run then fails unless containerd's CRI plugin answers,
+	// since only it can tell which pod a container belongs to.
+	PodNamespace string
 }
 
-// Run connects to containerd and returns the records of every container.
+// Run connects to containerd and returns the records of every container,
+// with the pod of each that containerd's CRI plugin made (Attribute).
 func Run(ctx context.Context, opts Options) ([]Record, error) {
 	if err := probeSocket(ctx, opts.Address); err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w%s", opts.Address, err, rootHint(err))
@@ -60,6 +67,22 @@ func Run(ctx context.Context, opts Options) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Asked after the containers are listed, so that every container CRI
+	// had made by then is in its answer.
+	var cri *CRI
+	if opts.PodNamespace != "" || slices.ContainsFunc(facts, func(f Facts) bool { return f.Namespace == CRINamespace }) {
+		conn, ok := c.Conn().(grpc.ClientConnInterface)
+		if !ok {
+			return nil, fmt.Errorf("containerd client has no gRPC connection to ask CRI with")
+		}
+		if cri, err = AskCRI(ctx, conn); err != nil {
+			return nil, err
+		}
+	}
+	if opts.PodNamespace != "" && cri == nil {
+		return nil, fmt.Errorf("--pod-namespace: containerd's CRI plugin does not answer at %s, and only it can tell which pod a container belongs to", opts.Address)
+	}
+	Attribute(facts, cri)
 	return Analyze(host, facts), nil
 }
 
@@ -94,7 +117,12 @@ Lists every container of a containerd node, whatever runtime started it,
 with its IPC namespace, PID namespace and /dev/shm as the kernel sees them,
 one line per container in the style of the CIS Docker Benchmark:
 
-  <namespace>/<id>: IpcMode=<host|private|container:<id>> PidMode=... ShmSize=<size|host> Runtime=<runtime> [Pod=<ns>/<pod> Container=<name>|(sandbox)] [(from spec)]
+  <namespace>/<id>: IpcMode=<host|private|container:<id>> PidMode=... ShmSize=<size|host> Runtime=<runtime> [Pod=<ns>/<pod> Container=<name>|(sandbox)] [ClaimedPod=... ClaimedContainer=...] [(from spec)]
+
+Pod and Container come from containerd's CRI plugin, for the pods it made;
+ClaimedPod and ClaimedContainer are what the labels of any other container
+say, which any containerd client can write. A name that is not plain (ASCII
+letters, digits, . _ - : /) is printed Go-quoted: "web\n...".
 
 A container without a live task (stopped, or created and never started)
 is listed with what its OCI spec asks for, marked "(from spec)", and
@@ -128,7 +156,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var opts Options
 	fs.StringVar(&opts.Address, "address", DefaultAddress, "containerd's `socket`")
 	fs.StringVar(&opts.Namespace, "namespace", "", "audit only this containerd `namespace` (default: all of them)")
-	podNS := fs.String("pod-namespace", "", "report only the containers of pods in this Kubernetes `namespace`")
+	fs.StringVar(&opts.PodNamespace, "pod-namespace", "", "report only the containers that containerd's CRI plugin made for pods in this Kubernetes `namespace`")
 	format := fs.String("format", FormatText, "output `format`: text, json or prometheus (node_exporter's textfile collector)")
 	output := fs.String("output", "", "write the report to this `file`, atomically (temporary file and rename), mode 0644, instead of stdout")
 	checkPID := fs.Bool("pid", false, "also fail on containers in the host's PID namespace (CIS 5.15)")
@@ -141,7 +169,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(w, usageTail)
 	}
 	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "nsiso audit: "+format+"\n", a...)
+		fmt.Fprintf(stderr, "nsiso audit: %s\n", cleanLine(fmt.Sprintf(format, a...)))
 		return ExitError
 	}
 	if err := fs.Parse(args); err != nil {
@@ -149,17 +177,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			usage(stdout)
 			return ExitCompliant
 		}
-		fmt.Fprintf(stderr, "nsiso audit: %v\n", err)
+		fmt.Fprintf(stderr, "nsiso audit: %s\n", cleanLine(err.Error()))
 		usage(stderr)
 		return ExitError
 	}
 	if fs.NArg() > 0 {
-		return fail("unexpected argument %q (see nsiso audit --help)", fs.Arg(0))
+		return fail("unexpected argument %+q (see nsiso audit --help)", fs.Arg(0))
 	}
 	switch *format {
 	case FormatText, FormatJSON, FormatPrometheus:
 	default:
-		return fail("--format %q: want text, json or prometheus", *format)
+		return fail("--format %+q: want text, json or prometheus", *format)
 	}
 	if *timeout <= 0 {
 		return fail("--timeout %v: want a positive duration", *timeout)
@@ -197,8 +225,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return ExitError
 	}
-	if *podNS != "" {
-		recs = InPodNamespace(recs, *podNS)
+	var claiming []Record
+	if opts.PodNamespace != "" {
+		claiming = ClaimingPodNamespace(recs, opts.PodNamespace)
+		recs = InPodNamespace(recs, opts.PodNamespace)
 	}
 	findings := Findings(recs, *checkPID)
 	end := time.Now()
@@ -218,10 +248,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("write report: %v", err)
 	}
-	if *podNS != "" && len(recs) == 0 {
+	if opts.PodNamespace != "" && len(recs) == 0 {
 		// Not an error (a namespace may have no pod on this node), but a
 		// mistyped name should not pass unnoticed.
-		fmt.Fprintf(stderr, "nsiso audit: no container of a pod in Kubernetes namespace %q\n", *podNS)
+		fmt.Fprintf(stderr, "nsiso audit: no container of a pod in Kubernetes namespace %+q\n", opts.PodNamespace)
+	}
+	// A container that only says it is this namespace's is not its
+	// team's to answer for, but its team should know of it.
+	for _, r := range claiming {
+		fmt.Fprintf(stderr, "nsiso audit: %s\n", NotCounted(r))
 	}
 	for _, f := range findings {
 		fmt.Fprintf(stderr, "nsiso audit: %s\n", f)

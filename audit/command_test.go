@@ -22,6 +22,9 @@ func TestMainWithoutDaemon(t *testing.T) {
 		{"short help", []string{"-h"}, ExitCompliant, "-namespace namespace", ""},
 		{"unknown flag", []string{"--ipc"}, ExitError, "", "nsiso audit: flag provided but not defined: -ipc"},
 		{"stray argument", []string{"default"}, ExitError, "", `nsiso audit: unexpected argument "default"`},
+		// The operator's own arguments are echoed safely too.
+		{"stray argument with an escape", []string{"\x1b[2J"}, ExitError, "", `nsiso audit: unexpected argument "\x1b[2J"`},
+		{"unknown flag with an escape", []string{"--\x1b]0;x\x07"}, ExitError, "", `nsiso audit: flag provided but not defined: -\x1b]0;x\a`},
 		{"bad format", []string{"--format", "yaml"}, ExitError, "", `nsiso audit: --format "yaml": want text, json or prometheus`},
 		{"output into a missing directory", []string{"--output", filepath.Join(missing, "x", "audit.prom")}, ExitError, "",
 			"nsiso audit: --output " + filepath.Join(missing, "x", "audit.prom") + ": stat " + filepath.Join(missing, "x") + ": no such file or directory"},
@@ -44,6 +47,9 @@ func TestMainWithoutDaemon(t *testing.T) {
 			}
 			if tc.stderr == "" && errb.Len() > 0 || !strings.Contains(errb.String(), tc.stderr) {
 				t.Errorf("stderr %q, want %q", errb.String(), tc.stderr)
+			}
+			if strings.ContainsAny(errb.String(), "\x1b\x07") {
+				t.Errorf("stderr holds a terminal control: %q", errb.String())
 			}
 		})
 	}

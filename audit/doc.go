@@ -48,11 +48,25 @@
 //
 // # Kubernetes
 //
-// containerd's CRI plugin writes the pod's namespace and name and the
-// container's name and kind (sandbox or container) into each spec it makes,
-// and the kubelet puts the same names in labels (io.kubernetes.pod.namespace,
-// io.kubernetes.pod.name, io.kubernetes.container.name); the report shows
-// them (see PodOf).
+// A container's pod is what containerd's CRI plugin knows: the audit asks
+// it (the Kubernetes runtime API, served on containerd's own socket) for
+// the sandboxes and containers it made in containerd namespace k8s.io, and
+// their pods (AskCRI, Attribute). containerd's records also carry the
+// pod's names, in the labels the kubelet sets (io.kubernetes.pod.namespace,
+// io.kubernetes.pod.name, io.kubernetes.container.name) and the annotations
+// CRI writes into each spec, but any containerd client can write those on
+// any container and rewrite them on an existing one; for a container CRI
+// did not make they are reported as a claim (ClaimedPod), which
+// --pod-namespace never counts as that namespace's (see PodOf).
+//
+// # Untrusted text
+//
+// Names, labels, annotations and runtime names are a client's choice, any
+// bytes. The text report and stderr print a value that is not plain (ASCII
+// letters, digits, '.', '_', '-', ':', '/') Go-quoted in ASCII (Quote), so
+// that a record is one line and no control character reaches a terminal;
+// JSON carries the exact strings with every non-printable character as a
+// \u escape; metric labels show non-printable characters as Go escapes.
 //
 // The auditing process must run in the host's PID namespace, as root:
 // containerd reports init pids as the host numbers them, and reading
@@ -73,6 +87,7 @@
 //
 //	default/web: IpcMode=private PidMode=private ShmSize=64Mi Runtime=io.containerd.nsiso.v1
 //	k8s.io/0f57…: IpcMode=host PidMode=private ShmSize=host Runtime=io.containerd.runc.v2 Pod=team-x/hostipc-pod Container=(sandbox) (from spec)
+//	default/fake: IpcMode=host PidMode=private ShmSize=host Runtime=io.containerd.runc.v2 ClaimedPod=team-x/"web\n" ClaimedContainer=app
 //
 // IpcMode and PidMode are "host", "private" (a namespace of its own, or the
 // owner of one that others share), "container:<id>" (the owner of the
@@ -82,8 +97,9 @@
 // ShmSize is the size of the container's /dev/shm in binary units, "host"
 // when it is the host's /dev/shm, "none" when the container has no
 // /dev/shm, and "-" for the size a spec does not tell. Pod and Container
-// name the Kubernetes pod; "(from spec)" marks a container without a live
-// task.
+// name the Kubernetes pod CRI made the container for, ClaimedPod and
+// ClaimedContainer the pod another container's labels claim; "(from
+// spec)" marks a container without a live task.
 //
 // As JSON (WriteJSON) the output is an array of Record objects. Their field
 // names are stable:
@@ -102,10 +118,15 @@
 //	status        containerd's task status (running, created, paused,
 //	              pausing, stopped, unknown); stopped without a task
 //	source        "kernel" (a live task) or "spec" (what its spec asks for)
-//	podNamespace  the Kubernetes pod's namespace; "" outside a pod
+//	podNamespace  the Kubernetes pod's namespace, as CRI knows it; ""
+//	              outside a pod
 //	podName       the pod's name
 //	containerName the container's name in the pod; "" for the sandbox
 //	sandbox       true for the pod's sandbox (pause) container
+//	claimedPodNamespace, claimedPodName, claimedContainerName,
+//	claimedSandbox
+//	              the same, as the labels and annotations of a container
+//	              CRI did not make claim them; a claim is never a pod
 //
 // As Prometheus metrics (WritePrometheus), for node_exporter's textfile
 // collector, the counts by mode, runtime and source, one series per host

@@ -61,7 +61,7 @@ func Gather(ctx context.Context, c *client.Client, nss []string) ([]Facts, error
 		// containerd lists nothing in a namespace that does not exist, and
 		// a mistyped name must not pass for a compliant node.
 		if !slices.Contains(all, ns) {
-			return nil, fmt.Errorf("containerd namespace %q does not exist (there are: %s)", ns, strings.Join(all, ", "))
+			return nil, fmt.Errorf("containerd namespace %+q does not exist (there are: %s)", ns, strings.Join(all, ", "))
 		}
 	}
 	var out []Facts
@@ -78,11 +78,11 @@ func Gather(ctx context.Context, c *client.Client, nss []string) ([]Facts, error
 func gatherNamespace(ctx context.Context, c *client.Client, ns string) ([]Facts, error) {
 	ctrs, err := c.ContainerService().List(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list containers in namespace %q: %w", ns, err)
+		return nil, fmt.Errorf("list containers in namespace %+q: %w", ns, err)
 	}
 	resp, err := c.TaskService().List(ctx, &tasks.ListTasksRequest{})
 	if err != nil {
-		return nil, fmt.Errorf("list tasks in namespace %q: %w", ns, err)
+		return nil, fmt.Errorf("list tasks in namespace %+q: %w", ns, err)
 	}
 	procs := map[string]*tasktypes.Process{}
 	for _, p := range resp.Tasks {
@@ -106,7 +106,8 @@ func gatherNamespace(ctx context.Context, c *client.Client, ns string) ([]Facts,
 		if spec != nil {
 			ann = spec.Annotations
 		}
-		f.Pod = PodOf(ann, ctr.Labels)
+		// Only CRI can say that this is a pod's (Attribute).
+		f.Claim = PodOf(ann, ctr.Labels)
 		if p, ok := procs[ctr.ID]; ok {
 			f.Status = strings.ToLower(p.GetStatus().String())
 			if isLive(p.GetStatus()) && p.GetPid() != 0 {
@@ -118,7 +119,7 @@ func gatherNamespace(ctx context.Context, c *client.Client, ns string) ([]Facts,
 					// later containerd would say too.
 					f.Pid, f.Status = 0, StatusNoTask
 				case err != nil:
-					return nil, fmt.Errorf("container %s/%s: %w", ns, ctr.ID, err)
+					return nil, fmt.Errorf("container %s/%s: %w", Quote(ns), Quote(ctr.ID), err)
 				default:
 					f.Live = true
 					f.IPC, f.PID = info.ipc, info.pid

@@ -39,7 +39,8 @@ func ModeClass(mode string) string {
 //	nsiso_audit_success                     1 when the audit completed
 //	nsiso_audit_findings                    containers that break the rules
 //	nsiso_audit_containers{ipc_mode,pid_mode,shm,runtime,source}
-//	nsiso_audit_host_ipc_sharing{namespace,id,pod_namespace,pod,container,kind,runtime,source} 1
+//	nsiso_audit_host_ipc_sharing{namespace,id,pod_namespace,pod,container,kind,
+//	    claimed_pod_namespace,claimed_pod,claimed_container,claimed_kind,runtime,source} 1
 //	nsiso_audit_host_shm_sharing{…}         the same, for the host's /dev/shm
 //	nsiso_audit_host_pid_sharing{…}         the same, for the host's PID namespace
 //	nsiso_audit_last_run_timestamp_seconds  when it finished
@@ -97,11 +98,15 @@ type sample struct {
 	value  float64
 }
 
+// containerLabels name a container in a series: its pod when CRI made it
+// for one, else the pod its labels claim under claimed_*, which an alert
+// on pod_namespace never matches.
 func containerLabels(r Record) []label {
-	kind := r.Pod().Kind
 	return []label{
 		{"namespace", r.Namespace}, {"id", r.ID},
-		{"pod_namespace", r.PodNamespace}, {"pod", r.PodName}, {"container", r.ContainerName}, {"kind", kind},
+		{"pod_namespace", r.PodNamespace}, {"pod", r.PodName}, {"container", r.ContainerName}, {"kind", r.Pod().Kind},
+		{"claimed_pod_namespace", r.ClaimedPodNamespace}, {"claimed_pod", r.ClaimedPodName},
+		{"claimed_container", r.ClaimedContainerName}, {"claimed_kind", r.Claim().Kind},
 		{"runtime", r.Runtime}, {"source", r.Source},
 	}
 }
@@ -155,11 +160,15 @@ func family(b *strings.Builder, name, help string, samples ...sample) {
 }
 
 // EscapeLabelValue escapes a label value for the text format: backslash,
-// double quote and line feed, the only characters it escapes. Invalid
-// UTF-8 (a label or an annotation may hold any bytes) is replaced, since
-// a parser refuses the whole file for it.
+// double quote and line feed, the only characters it escapes. Before that,
+// characters that are not printable (controls, separators, invisible
+// format characters such as bidi overrides) and bytes that are not UTF-8,
+// which a client may put in a name, are written as Go escapes (\x1b,
+// \u202e, \xff): a parser refuses a whole file for invalid UTF-8, and an
+// alert's text or a terminal would act on a control character. The JSON
+// report has the exact strings.
 func EscapeLabelValue(v string) string {
-	return labelEscaper.Replace(strings.ToValidUTF8(v, "\uFFFD"))
+	return labelEscaper.Replace(visible(v))
 }
 
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)

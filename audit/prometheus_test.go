@@ -21,11 +21,15 @@ func TestEscapeLabelValue(t *testing.T) {
 		{"team-x", "team-x"},
 		{`a"b`, `a\"b`},
 		{`C:\dir`, `C:\\dir`},
-		{"two\nlines", `two\nlines`},
-		{`\"` + "\n", `\\\"\n`},
-		{"tab\tstays", "tab\tstays"},
+		// What is not printable becomes a visible Go escape first, whose
+		// backslash the format then escapes.
+		{"two\nlines", `two\\nlines`},
+		{`\"` + "\n", `\\\"\\n`},
+		{"tab\tgoes", `tab\\tgoes`},
 		{"ünïcode ok", "ünïcode ok"},
-		{"bad\xffbyte", "bad\uFFFDbyte"},
+		{"bad\xffbyte", `bad\\xffbyte`},
+		{"\x1b]0;pwned\x07", `\\x1b]0;pwned\\a`},
+		{"rlo\u202eadd\u2028ls\u0085nel\u00a0nbsp\x7fdel", `rlo\\u202eadd\\u2028ls\\u0085nel\\u00a0nbsp\\x7fdel`},
 		{"", ""},
 	} {
 		if got := EscapeLabelValue(tc.in); got != tc.want {
@@ -103,6 +107,9 @@ func TestWritePrometheus(t *testing.T) {
 		// Values a label or annotation may hold, which the format escapes.
 		pod(Record{Namespace: "k8s.io", ID: "c", IPCMode: "private", PIDMode: "private", ShmSource: ShmHost, Runtime: "io.containerd.runc.v2", Source: SourceKernel},
 			"team-x", `we"ird\pod`, "line\nbreak\xff", false),
+		// A claim is no pod: pod_namespace stays empty.
+		{Namespace: "evil", ID: "fake", IPCMode: "host", PIDMode: "private", ShmSource: ShmOwn, Runtime: "\x1b[2J", Source: SourceKernel,
+			ClaimedPodNamespace: "team-y", ClaimedPodName: "web", ClaimedContainerName: "app\u202e"},
 	}
 	var b bytes.Buffer
 	out := Outcome{Records: recs, Findings: Findings(recs, false), End: end, Duration: 1500 * time.Millisecond}
@@ -112,8 +119,9 @@ func TestWritePrometheus(t *testing.T) {
 	mfs := parse(t, b.String())
 	want := map[string][]string{
 		"nsiso_audit_success":  {"nsiso_audit_success{} 1"},
-		"nsiso_audit_findings": {"nsiso_audit_findings{} 2"},
+		"nsiso_audit_findings": {"nsiso_audit_findings{} 3"},
 		"nsiso_audit_containers": {
+			`nsiso_audit_containers{ipc_mode=host,pid_mode=private,shm=own,runtime=\x1b[2J,source=kernel} 1`,
 			"nsiso_audit_containers{ipc_mode=container,pid_mode=private,shm=own,runtime=io.containerd.nsiso.v1,source=kernel} 2",
 			"nsiso_audit_containers{ipc_mode=host,pid_mode=private,shm=host,runtime=io.containerd.runc.v2,source=spec} 1",
 			"nsiso_audit_containers{ipc_mode=private,pid_mode=host,shm=own,runtime=io.containerd.nsiso.v1,source=kernel} 1",
@@ -122,9 +130,10 @@ func TestWritePrometheus(t *testing.T) {
 		},
 		"nsiso_audit_host_ipc_sharing": {
 			"nsiso_audit_host_ipc_sharing{namespace=k8s.io,id=sb,pod_namespace=team-x,pod=hostipc-pod,container=,kind=sandbox,runtime=io.containerd.runc.v2,source=spec} 1",
+			`nsiso_audit_host_ipc_sharing{namespace=evil,id=fake,claimed_pod_namespace=team-y,claimed_pod=web,claimed_container=app\u202e,claimed_kind=container,runtime=\x1b[2J,source=kernel} 1`,
 		},
 		"nsiso_audit_host_shm_sharing": {
-			"nsiso_audit_host_shm_sharing{namespace=k8s.io,id=c,pod_namespace=team-x,pod=we\"ird\\pod,container=line\nbreak\uFFFD,kind=container,runtime=io.containerd.runc.v2,source=kernel} 1",
+			`nsiso_audit_host_shm_sharing{namespace=k8s.io,id=c,pod_namespace=team-x,pod=we"ird\pod,container=line\nbreak\xff,kind=container,runtime=io.containerd.runc.v2,source=kernel} 1`,
 			"nsiso_audit_host_shm_sharing{namespace=k8s.io,id=sb,pod_namespace=team-x,pod=hostipc-pod,container=,kind=sandbox,runtime=io.containerd.runc.v2,source=spec} 1",
 		},
 		"nsiso_audit_host_pid_sharing": {

@@ -38,16 +38,25 @@ func ShmText(r Record) string {
 
 // Line renders a record as one line of the text report, in the CIS
 // benchmark's "<id>: IpcMode=<mode>" style, with the Kubernetes pod and
-// container when there is one, and "(from spec)" when the modes are what
-// the spec of a container without a live task asks for.
+// container when CRI made it for one, the pod its labels and annotations
+// claim when CRI did not ("ClaimedPod=… ClaimedContainer=…"), and
+// "(from spec)" when the modes are what the spec of a container without a
+// live task asks for. Every value a client chose is written by Quote, so a
+// record is one line whatever its names hold.
 func Line(r Record) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s/%s: IpcMode=%s PidMode=%s ShmSize=%s Runtime=%s",
-		r.Namespace, r.ID, r.IPCMode, r.PIDMode, ShmText(r), r.Runtime)
+		Quote(r.Namespace), Quote(r.ID), Quote(r.IPCMode), Quote(r.PIDMode), ShmText(r), Quote(r.Runtime))
 	if p := r.Pod(); !p.IsZero() {
 		fmt.Fprintf(&b, " Pod=%s", p)
 		if c := p.ContainerText(); c != "" {
 			fmt.Fprintf(&b, " Container=%s", c)
+		}
+	}
+	if p := r.Claim(); !p.IsZero() {
+		fmt.Fprintf(&b, " ClaimedPod=%s", p)
+		if c := p.ContainerText(); c != "" {
+			fmt.Fprintf(&b, " ClaimedContainer=%s", c)
 		}
 	}
 	if r.Source == SourceSpec {
@@ -69,6 +78,9 @@ func WriteText(w io.Writer, recs []Record) error {
 
 // WriteJSON writes the records as one indented JSON array; no records is
 // an empty array, never null, so that consumers need no special case.
+// Strings are exact (a byte that is not UTF-8 becomes U+FFFD, as
+// encoding/json writes it), and every character that is not printable is
+// a \u escape, so that the document is safe on a terminal too.
 func WriteJSON(w io.Writer, recs []Record) error {
 	if recs == nil {
 		recs = []Record{}
@@ -77,15 +89,17 @@ func WriteJSON(w io.Writer, recs []Record) error {
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(append(data, '\n'))
+	_, err = w.Write(append(jsonSafe(data), '\n'))
 	return err
 }
 
 // Finding is a container that breaks a rule.
 type Finding struct {
 	Namespace, ID string
-	// Pod is the container's Kubernetes pod, if any.
+	// Pod is the container's Kubernetes pod, if CRI made it for one.
 	Pod Pod
+	// Claim is the pod its labels and annotations claim otherwise.
+	Claim Pod
 	// FromSpec is set for a container without a live task, whose spec asks
 	// for what it would share.
 	FromSpec bool
@@ -108,22 +122,41 @@ func (f Finding) String() string {
 	if f.HostPID {
 		parts = append(parts, "the host's PID namespace (CIS Docker Benchmark 5.15)")
 	}
-	who := f.Namespace + "/" + f.ID
-	if !f.Pod.IsZero() {
-		who += " (pod " + f.Pod.String()
-		switch c := f.Pod.ContainerText(); {
-		case f.Pod.Kind == KindSandbox:
-			who += ", sandbox"
-		case c != "":
-			who += ", container " + c
-		}
-		who += ")"
-	}
+	who := who(f.Namespace, f.ID, f.Pod, f.Claim)
 	shares := strings.Join(parts, " and ")
 	if f.FromSpec {
 		return fmt.Sprintf("%s has no running task; its spec shares %s", who, shares)
 	}
 	return fmt.Sprintf("%s shares %s", who, shares)
+}
+
+// who names a container for a line on stderr: "<namespace>/<id>", with
+// "(pod <ns>/<name>, container <name>)" when CRI made it for a pod, or
+// "(claimed pod …)" when only its labels and annotations say so.
+func who(namespace, id string, pod, claim Pod) string {
+	s := Quote(namespace) + "/" + Quote(id)
+	p, what := pod, "pod "
+	if p.IsZero() {
+		p, what = claim, "claimed pod "
+	}
+	if p.IsZero() {
+		return s
+	}
+	s += " (" + what + p.String()
+	switch c := p.ContainerText(); {
+	case p.Kind == KindSandbox:
+		s += ", sandbox"
+	case c != "":
+		s += ", container " + c
+	}
+	return s + ")"
+}
+
+// NotCounted is the note on stderr for a container that claims a pod in
+// the Kubernetes namespace a report is filtered to (--pod-namespace)
+// without CRI having made it: it is left out of that report.
+func NotCounted(r Record) string {
+	return who(r.Namespace, r.ID, Pod{}, r.Claim()) + " is not counted: containerd's CRI plugin did not make it"
 }
 
 // Findings lists the records that share the host's IPC namespace or
@@ -137,6 +170,7 @@ func Findings(recs []Record, checkPID bool) []Finding {
 			Namespace: r.Namespace,
 			ID:        r.ID,
 			Pod:       r.Pod(),
+			Claim:     r.Claim(),
 			FromSpec:  r.Source == SourceSpec,
 			HostIPC:   r.IPCMode == ModeHost,
 			HostShm:   r.ShmSource == ShmHost,

@@ -31,6 +31,15 @@ func TestLine(t *testing.T) {
 		{Record{Namespace: "k8s.io", ID: "9a1c", IPCMode: "host", PIDMode: "private", ShmSource: ShmHost, Runtime: "r", Source: SourceSpec,
 			PodNamespace: "team-x", PodName: "hostipc-pod", ContainerName: "app"},
 			"k8s.io/9a1c: IpcMode=host PidMode=private ShmSize=host Runtime=r Pod=team-x/hostipc-pod Container=app (from spec)"},
+		{Record{Namespace: "evil", ID: "fake", IPCMode: "host", PIDMode: "private", ShmSource: ShmHost, Runtime: "r",
+			ClaimedPodNamespace: "team-b", ClaimedPodName: "web", ClaimedContainerName: "app"},
+			"evil/fake: IpcMode=host PidMode=private ShmSize=host Runtime=r ClaimedPod=team-b/web ClaimedContainer=app"},
+		{Record{Namespace: "k8s.io", ID: "fsb", IPCMode: "host", PIDMode: "private", ShmSource: ShmHost, Runtime: "r", Source: SourceSpec,
+			ClaimedPodNamespace: "team-b", ClaimedPodName: "web", ClaimedSandbox: true},
+			"k8s.io/fsb: IpcMode=host PidMode=private ShmSize=host Runtime=r ClaimedPod=team-b/web ClaimedContainer=(sandbox) (from spec)"},
+		{Record{Namespace: "evil", ID: "nl", IPCMode: "private", PIDMode: "private", ShmSource: ShmOwn, ShmSize: 64 << 20, Runtime: "r\nevil/x: IpcMode=private",
+			ClaimedPodNamespace: "team b", ClaimedPodName: "a/b", ClaimedContainerName: "(sandbox)"},
+			`evil/nl: IpcMode=private PidMode=private ShmSize=64Mi Runtime="r\nevil/x: IpcMode=private" ClaimedPod="team b"/"a/b" ClaimedContainer="(sandbox)"`},
 		{Record{Namespace: "default", ID: "bare", IPCMode: "private", PIDMode: "private", ShmSource: ShmNone, Runtime: "r"},
 			"default/bare: IpcMode=private PidMode=private ShmSize=none Runtime=r"},
 		{Record{Namespace: "default", ID: "odd", IPCMode: "private", PIDMode: "private", ShmSize: 1536 << 10, ShmSource: ShmOwn, Runtime: "r"},
@@ -68,7 +77,8 @@ func TestWriteJSON(t *testing.T) {
 	b.Reset()
 	r := Record{Namespace: "n", ID: "i", IPCMode: "container:o", PIDMode: "private", ShmSize: 5, ShmSource: "container:o",
 		Runtime: "rt", Pid: 7, IPCNamespace: 8, PIDNamespace: 9, Status: "running", Source: "kernel",
-		PodNamespace: "team-x", PodName: "web-0", ContainerName: "app", Sandbox: false}
+		PodNamespace: "team-x", PodName: "web-0", ContainerName: "app", Sandbox: false,
+		ClaimedPodNamespace: "team-y", ClaimedPodName: "fake", ClaimedContainerName: "sb", ClaimedSandbox: true}
 	if err := WriteJSON(&b, []Record{r}); err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +90,7 @@ func TestWriteJSON(t *testing.T) {
 		"namespace": "n", "id": "i", "ipcMode": "container:o", "pidMode": "private", "shmSize": 5.0,
 		"shmSource": "container:o", "runtime": "rt", "pid": 7.0, "ipcNamespace": 8.0, "pidNamespace": 9.0, "status": "running",
 		"source": "kernel", "podNamespace": "team-x", "podName": "web-0", "containerName": "app", "sandbox": false,
+		"claimedPodNamespace": "team-y", "claimedPodName": "fake", "claimedContainerName": "sb", "claimedSandbox": true,
 	}
 	if len(got) != 1 || len(got[0]) != len(want) {
 		t.Fatalf("got %v, want one object with the fields of %v", got, want)
@@ -98,6 +109,10 @@ func TestFindingsAndExitStatus(t *testing.T) {
 	fromSpec := func(r Record) Record { r.Source = SourceSpec; return r }
 	inPod := func(r Record, ns, pod, ctr string) Record {
 		r.Namespace, r.PodNamespace, r.PodName, r.ContainerName, r.Sandbox = "k8s.io", ns, pod, ctr, ctr == ""
+		return r
+	}
+	claim := func(r Record, ns, pod, ctr string) Record {
+		r.ClaimedPodNamespace, r.ClaimedPodName, r.ClaimedContainerName, r.ClaimedSandbox = ns, pod, ctr, ctr == ""
 		return r
 	}
 	for _, tc := range []struct {
@@ -121,6 +136,13 @@ func TestFindingsAndExitStatus(t *testing.T) {
 			[]string{
 				"k8s.io/sb (pod team-x/hostipc-pod, sandbox) shares the host's IPC namespace and /dev/shm (CIS Docker Benchmark 5.16)",
 				"k8s.io/c (pod team-x/hostipc-pod, container app) has no running task; its spec shares the host's IPC namespace and /dev/shm (CIS Docker Benchmark 5.16)",
+			}, ExitNonCompliant},
+		{"a claimed pod is named as a claim", []Record{
+			claim(rec("fake", "host", "private", ShmOwn), "team-b", "web", "app\x1b[2J"),
+			claim(rec("fsb", "host", "private", ShmOwn), "team-b", "web", "")}, false,
+			[]string{
+				`default/fake (claimed pod team-b/web, container "app\x1b[2J") shares the host's IPC namespace (CIS Docker Benchmark 5.16)`,
+				"default/fsb (claimed pod team-b/web, sandbox) shares the host's IPC namespace (CIS Docker Benchmark 5.16)",
 			}, ExitNonCompliant},
 		{"host IPC", []Record{rec("x", "host", "private", ShmOwn)}, false,
 			[]string{"default/x shares the host's IPC namespace (CIS Docker Benchmark 5.16)"}, ExitNonCompliant},
@@ -149,5 +171,13 @@ func TestFindingsAndExitStatus(t *testing.T) {
 				t.Errorf("exit status %d, want %d", s, tc.status)
 			}
 		})
+	}
+}
+
+func TestNotCounted(t *testing.T) {
+	r := Record{Namespace: "k8s.io", ID: "fake", ClaimedPodNamespace: "team-b", ClaimedPodName: "web\n", ClaimedContainerName: "app"}
+	want := `k8s.io/fake (claimed pod team-b/"web\n", container app) is not counted: containerd's CRI plugin did not make it`
+	if got := NotCounted(r); got != want {
+		t.Errorf("NotCounted = %s, want %s", got, want)
 	}
 }

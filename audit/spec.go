@@ -71,6 +71,9 @@ type SpecFacts struct {
 	// runtime reads it: a Kubernetes pod's sandbox for a pod's container
 	// under any runtime, nsiso/parent under nsiso. Empty for none.
 	Parent string
+	// ParentIsSandbox tells that Parent is the pod sandbox CRI's
+	// annotation names (see Attribute), not nsiso/parent.
+	ParentIsSandbox bool
 }
 
 // Placeholders that stand for the parent's namespaces and /dev/shm while
@@ -102,6 +105,7 @@ func ReadSpec(id, runtime string, spec *specs.Spec, stat func(string) (hostns.Fi
 	req, reqErr := specmod.ParseRequest(id, spec.Annotations)
 	if reqErr == nil && (req.ParentKey == specmod.AnnotationCRISandboxID || runtime == NSISORuntime) {
 		out.Parent = req.Parent
+		out.ParentIsSandbox = req.ParentKey == specmod.AnnotationCRISandboxID
 	}
 	if runtime == NSISORuntime && reqErr == nil {
 		// nsiso refuses a spec whose annotations do not parse; then the

@@ -109,7 +109,7 @@ func TestReadSpec(t *testing.T) {
 			spec(ann(podContainer...), ns(specs.LinuxNamespace{Type: specs.IPCNamespace, Path: "/proc/42/ns/ipc"}, pidNew),
 				mounts(devTmpfs, bind("/dev/shm", "/run/pod/shm", "rbind"))),
 			SpecFacts{IPC: SpecNS{Kind: SpecPath, Path: "/proc/42/ns/ipc", ID: nsID(142), Resolved: true}, PID: newNS,
-				Shm: SpecShm{Kind: ShmSpecBind, Source: "/run/pod/shm", Dev: 500, Resolved: true}, Parent: "sb"}},
+				Shm: SpecShm{Kind: ShmSpecBind, Source: "/run/pod/shm", Dev: 500, Resolved: true}, Parent: "sb", ParentIsSandbox: true}},
 		{"nsiso annotations mean nothing to runc", runc,
 			spec(ann(specmod.AnnotationIPCMode, "share-parent", specmod.AnnotationParent, "p")),
 			SpecFacts{IPC: newNS, PID: newNS, Shm: tmpfs}},
@@ -133,7 +133,7 @@ func TestReadSpec(t *testing.T) {
 			spec(ann(podContainer...), ns(specs.LinuxNamespace{Type: specs.IPCNamespace, Path: "/proc/42/ns/ipc"}, pidNew),
 				mounts(devTmpfs, bind("/dev/shm", "/run/pod/shm", "rbind"))),
 			SpecFacts{IPC: SpecNS{Kind: SpecPath, Path: "/proc/42/ns/ipc", ID: nsID(142), Resolved: true}, PID: newNS,
-				Shm: SpecShm{Kind: ShmSpecBind, Source: "/run/pod/shm", Dev: 500, Resolved: true}, Parent: "sb"}},
+				Shm: SpecShm{Kind: ShmSpecBind, Source: "/run/pod/shm", Dev: 500, Resolved: true}, Parent: "sb", ParentIsSandbox: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before, err := json.Marshal(tc.spec)

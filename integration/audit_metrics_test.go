@@ -1,12 +1,16 @@
 package integration
 
 import (
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -50,6 +54,27 @@ func familyValues(mfs map[string]*dto.MetricFamily, name string) map[string]floa
 	return out
 }
 
+// visible is a label value as the metrics write a string from a client:
+// characters that are not printable (controls, separators, invisible
+// format characters) and bytes that are not UTF-8 as Go escapes.
+func visible(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		s = s[n:]
+	}
+	return b.String()
+}
+
 // modeClass is a metric's ipc_mode, pid_mode or shm for a JSON mode.
 func modeClass(m string) string {
 	if strings.HasPrefix(m, "container:") {
@@ -78,16 +103,22 @@ func checkMetricsMatchJSON(t *testing.T, args ...string) auditResult {
 	}
 	for _, r := range recs {
 		counts[seriesKey(map[string]string{"ipc_mode": modeClass(r.IPCMode), "pid_mode": modeClass(r.PIDMode),
-			"shm": modeClass(r.ShmSource), "runtime": r.Runtime, "source": r.Source})]++
-		kind := ""
-		switch {
-		case r.Sandbox:
-			kind = "sandbox"
-		case r.PodName != "":
-			kind = "container"
+			"shm": modeClass(r.ShmSource), "runtime": visible(r.Runtime), "source": r.Source})]++
+		kind := func(sandbox bool, ns, name string) string {
+			switch {
+			case sandbox:
+				return "sandbox"
+			case ns != "" || name != "":
+				return "container"
+			}
+			return ""
 		}
 		key := seriesKey(map[string]string{"namespace": r.Namespace, "id": r.ID, "pod_namespace": r.PodNamespace,
-			"pod": r.PodName, "container": r.ContainerName, "kind": kind, "runtime": r.Runtime, "source": r.Source})
+			"pod": r.PodName, "container": r.ContainerName, "kind": kind(r.Sandbox, r.PodNamespace, r.PodName),
+			"claimed_pod_namespace": visible(r.ClaimedPodNamespace), "claimed_pod": visible(r.ClaimedPodName),
+			"claimed_container": visible(r.ClaimedContainerName),
+			"claimed_kind":      kind(r.ClaimedSandbox, r.ClaimedPodNamespace, r.ClaimedPodName),
+			"runtime":           visible(r.Runtime), "source": r.Source})
 		if r.IPCMode == "host" {
 			sharers["nsiso_audit_host_ipc_sharing"][key] = 1
 		}

@@ -47,6 +47,12 @@ type auditRecord struct {
 	PodName       string `json:"podName"`
 	ContainerName string `json:"containerName"`
 	Sandbox       bool   `json:"sandbox"`
+	// What the labels and annotations of a container CRI did not make
+	// say about its pod: a claim, not an identity.
+	ClaimedPodNamespace  string `json:"claimedPodNamespace"`
+	ClaimedPodName       string `json:"claimedPodName"`
+	ClaimedContainerName string `json:"claimedContainerName"`
+	ClaimedSandbox       bool   `json:"claimedSandbox"`
 }
 
 type auditResult struct {

@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "nsiso %s %s\n", version(), runtime.Version())
 		return 0
 	}
-	fmt.Fprintf(stderr, "nsiso: unknown command %q\n\n%s", args[0], usage)
+	fmt.Fprintf(stderr, "nsiso: unknown command %+q\n\n%s", args[0], usage)
 	return audit.ExitError
 }
 
