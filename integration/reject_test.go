@@ -53,7 +53,7 @@ func TestRejections(t *testing.T) {
 		{name: "stopped parent", sp: spec{ann: ann(specmod.AnnotationIPCMode, "share-parent", specmod.AnnotationParent, stopped.id)},
 			want: `nsiso: container "%s": nsiso/parent="` + stopped.id + `": parent container is not running`},
 		{name: "bad config", sp: spec{config: "/nonexistent/nsiso.toml"},
-			want: `nsiso config: open /nonexistent/nsiso.toml: no such file or directory`},
+			want: `nsiso config "/nonexistent/nsiso.toml": open: no such file or directory`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := newID("bad")

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/nsiso/nsiso/hostns"
 	"github.com/nsiso/nsiso/specmod"
 	"github.com/nsiso/nsiso/testenv"
 )
@@ -40,6 +42,10 @@ const victimNS = "nsiso-victim"
 
 // idRule is the refusal of a parent name that is no containerd identifier.
 const idRule = "not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)"
+
+// noTask is the refusal of a parent containerd knows no task of in the
+// caller's containerd namespace.
+const noTask = "parent container has no task in this containerd namespace (it must exist and be running)"
 
 // podParentRule is the refusal of nsiso/parent in a Kubernetes pod.
 const podParentRule = "not allowed in a Kubernetes pod: a pod's sandbox is top-level and its containers' parent is their own sandbox"
@@ -96,11 +102,11 @@ func (v *ctrVictim) untouched(t *testing.T) {
 
 // evilRuncRoot lays out a runc root whose state files a tenant made: the
 // shim must never follow them. It returns a config file pointing at it.
-func evilRuncRoot(t *testing.T, s *suite) string {
+func evilRuncRoot(t *testing.T, s *suite, v *ctrVictim) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "runc")
 	dir := filepath.Join(root, testNS)
-	for _, d := range []string{"to-shadow", "to-zero", "fifo", "dir"} {
+	for _, d := range []string{"to-shadow", "to-zero", "fifo", "dir", "forged"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -120,6 +126,18 @@ func evilRuncRoot(t *testing.T, s *suite) string {
 	if err := os.Mkdir(filepath.Join(dir, "dir", "state.json"), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// A plain file naming the victim's init, with its start time, as
+	// runc's own state.json would: what the shim once trusted.
+	pid := v.task.t.Pid()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+	forged := fmt.Sprintf(`{"id":"forged","init_process_pid":%d,"init_process_start":%s}`, pid, fields[19])
+	if err := os.WriteFile(filepath.Join(dir, "forged", "state.json"), []byte(forged), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(t.TempDir(), "evil.toml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("root = %q\n", root)), 0o644); err != nil {
 		t.Fatal(err)
@@ -133,7 +151,7 @@ func withMounts(m ...specs.Mount) []oci.SpecOpts { return []oci.SpecOpts{oci.Wit
 func TestSecurityContainerdTenant(t *testing.T) {
 	s := setup(t)
 	v := startCtrVictim(t, s)
-	evil := evilRuncRoot(t, s)
+	evil := evilRuncRoot(t, s, v)
 	secret, err := os.CreateTemp("/dev/shm", "nsiso-it-secret-")
 	if err != nil {
 		t.Fatal(err)
@@ -166,20 +184,25 @@ func TestSecurityContainerdTenant(t *testing.T) {
 			want: `nsiso: container "%s": nsiso/parent="/run/containerd/runc/` + victimNS + `/` + v.task.id + `": ` + idRule},
 		{name: "parent name too long is cut", sp: spec{ann: share(long)},
 			want: `nsiso: container "%s": nsiso/parent="` + long[:specmod.MaxEcho] + `…": ` + idRule},
+		// A runc root the client chose in its runtime options holds state
+		// files it wrote: none of them names a parent any more, whatever
+		// it points at, since parents come from containerd's tasks.
 		{name: "state.json symlink to /etc/shadow", sp: spec{config: evil, ann: share("to-shadow")},
-			want: `nsiso: container "%s": nsiso/parent="to-shadow": cannot read the parent's runc state: open `},
+			want: `nsiso: container "%s": nsiso/parent="to-shadow": ` + noTask},
 		{name: "state.json symlink to /dev/zero", sp: spec{config: evil, ann: share("to-zero")},
-			want: `/to-zero/state.json: too many levels of symbolic links`},
+			want: `nsiso: container "%s": nsiso/parent="to-zero": ` + noTask},
 		{name: "state.json is a FIFO", sp: spec{config: evil, ann: share("fifo")},
-			want: `/fifo/state.json: not a regular file (a FIFO)`},
+			want: `nsiso: container "%s": nsiso/parent="fifo": ` + noTask},
 		{name: "state.json is a directory", sp: spec{config: evil, ann: share("dir")},
-			want: `/dir/state.json: not a regular file (a directory)`},
+			want: `nsiso: container "%s": nsiso/parent="dir": ` + noTask},
 		{name: "parent directory is a symlink", sp: spec{config: evil, ann: share("linked")},
-			want: `/linked/state.json: too many levels of symbolic links`},
+			want: `nsiso: container "%s": nsiso/parent="linked": ` + noTask},
+		{name: "forged state.json naming the victim's init", sp: spec{config: evil, ann: share("forged")},
+			want: `nsiso: container "%s": nsiso/parent="forged": ` + noTask},
 		{name: "config file is /dev/zero", sp: spec{config: "/dev/zero"},
-			want: `nsiso config: /dev/zero: not a regular file (a character device)`},
+			want: `nsiso config "/dev/zero": not a regular file (a character device)`},
 		{name: "config file is a FIFO", sp: spec{config: fifo},
-			want: `nsiso config: ` + fifo + `: not a regular file (a FIFO)`},
+			want: `nsiso config "` + fifo + `": not a regular file (a FIFO)`},
 		{name: "host shm at a relative destination", sp: spec{opts: withMounts(specs.Mount{Destination: "dev/shm", Type: "bind", Source: "/dev/shm", Options: []string{"rbind"}})},
 			want: `nsiso: container "%s": mounts./dev/shm.source="/dev/shm": ` + hostShm},
 		{name: "host shm at another destination", sp: spec{opts: withMounts(specs.Mount{Destination: "/run/shm", Type: "bind", Source: "/dev/shm", Options: []string{"rbind"}})},
@@ -541,4 +564,202 @@ func TestSecurityCaseFoldedSpecKeys(t *testing.T) {
 		t.Errorf("error:\n got %v\nwant …%s", err, want)
 	}
 	s.assertNoResidue(t, id)
+}
+
+// bundleOf is where containerd keeps a container's bundle on the host.
+func (s *suite) bundleOf(id string) string {
+	ns, _ := namespaces.Namespace(s.ctx)
+	return filepath.Join(s.ctd.Dir(), "state", "io.containerd.runtime.v2.task", ns, id)
+}
+
+// A container that has its own bundle mounted (any containerd client can
+// ask for that bind) replaces <bundle>/nsiso by a symlink to a host
+// directory. At Delete the root shim must not follow it: the host's tmpfs
+// stays mounted, its files stay, and the container's own /dev/shm tmpfs,
+// which the rename moved away, is unmounted all the same.
+func TestSecurityBundleSymlink(t *testing.T) {
+	s := setup(t)
+	victim := t.TempDir()
+	if err := unix.Mount("victim", victim, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(victim, unix.MNT_DETACH) })
+	shm := filepath.Join(victim, "shm")
+	if err := os.Mkdir(shm, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("victim-shm", shm, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(shm, unix.MNT_DETACH) })
+	if err := os.WriteFile(filepath.Join(victim, "parent-ipc"), []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := newID("bundle-attack")
+	bundle := s.bundleOf(id)
+	r := s.start(t, id, spec{ann: ann(specmod.AnnotationIPCMode, "private", specmod.AnnotationShmSize, "8Mi"),
+		opts: withMounts(specs.Mount{Destination: "/bundle", Type: "bind", Source: bundle, Options: []string{"bind"}})})
+	s.exec(t, r, "sh", "-c", "mv /bundle/nsiso /bundle/moved && ln -s "+victim+" /bundle/nsiso")
+	s.remove(t, r)
+
+	var st unix.Statfs_t
+	if err := unix.Statfs(shm, &st); err != nil || st.Type != unix.TMPFS_MAGIC || st.Blocks*uint64(st.Bsize) != 1<<20 {
+		t.Errorf("the host's tmpfs at %s was unmounted (%v)", shm, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(victim, "parent-ipc")); err != nil || string(data) != "precious" {
+		t.Errorf("the host's file was removed or changed: %q, %v", data, err)
+	}
+	if left := mountsOf(t, bundle); len(left) > 0 {
+		t.Errorf("mounts left under the bundle: %q", left)
+	}
+	s.assertNoResidue(t, id)
+}
+
+// A namespace path the client flips between a container's namespace and
+// the host's, as fast as it can, while it creates containers that join
+// it: a container that is accepted must never be in the host's.
+func TestSecurityFlippedNamespacePath(t *testing.T) {
+	s := setup(t)
+	other := s.start(t, newID("flip-target"), spec{ann: ann(specmod.AnnotationIPCMode, "private")})
+	otherIPC := fmt.Sprintf("/proc/%d/ns/ipc", other.t.Pid())
+	hostIPC, err := hostns.Stat("/proc/self/ns/ipc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	link := filepath.Join(dir, "ipc")
+	if err := os.Symlink(otherIPC, link); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	flipped := make(chan struct{})
+	go func() {
+		defer close(flipped)
+		tmp := filepath.Join(dir, "next")
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			target := otherIPC
+			if i%2 == 1 {
+				target = "/proc/self/ns/ipc" // resolved by whoever opens it: the host's, for the shim and runc
+			}
+			os.Remove(tmp)
+			os.Symlink(target, tmp)
+			os.Rename(tmp, link)
+		}
+	}()
+	defer func() { close(stop); <-flipped }()
+	joined := 0
+	for i := 0; i < 16; i++ {
+		id := newID("flip")
+		c := s.newContainer(t, id, spec{opts: []oci.SpecOpts{oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.IPCNamespace, Path: link})}})
+		tk, err := c.NewTask(s.ctx, cio.NullIO)
+		r := &task{id: id, c: c, t: tk}
+		if err != nil {
+			r.t = nil
+			s.remove(t, r)
+			continue // judged the host's: refused
+		}
+		if err := tk.Start(s.ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := hostns.Stat(fmt.Sprintf("/proc/%d/ns/ipc", tk.Pid())); err != nil || got == hostIPC {
+			t.Errorf("try %d: accepted into the host's IPC namespace", i)
+		} else {
+			joined++
+		}
+		s.remove(t, r)
+	}
+	t.Logf("%d of 16 tries joined the other container's namespace; the rest were refused", joined)
+}
+
+// Paths and options read as runc and the kernel read them.
+func TestSecurityJudgedAsRuncRuns(t *testing.T) {
+	s := setup(t)
+	target := s.start(t, newID("ns-target"), spec{ann: ann(specmod.AnnotationIPCMode, "private")})
+	rel := strings.Repeat("../", 12) + fmt.Sprintf("proc/%d/ns/ipc", target.t.Pid())
+	withoutMountNS := func(_ context.Context, _ oci.Client, _ *containers.Container, sp *specs.Spec) error {
+		ns := sp.Linux.Namespaces[:0]
+		for _, n := range sp.Linux.Namespaces {
+			if n.Type != specs.MountNamespace {
+				ns = append(ns, n)
+			}
+		}
+		sp.Linux.Namespaces = ns
+		return nil
+	}
+	for _, tc := range []struct {
+		name string
+		sp   spec
+		want string
+	}{
+		{name: "a relative namespace path", sp: spec{opts: []oci.SpecOpts{oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.IPCNamespace, Path: rel})}},
+			want: `nsiso: container "%s": linux.namespaces.ipc.path="` + rel + `": not an absolute path`},
+		{name: "no mount namespace", sp: spec{opts: []oci.SpecOpts{withoutMountNS}},
+			want: `nsiso: container "%s": linux.namespaces="no mount entry": shares (runc then mounts in the host's mount namespace, where the host's /dev/shm stays reachable) the host's MOUNT namespace, forbidden by disallow_sharing_host_ipc_namespace=true`},
+		{name: "an overlay layer hidden in a joined option", sp: spec{opts: withMounts(specs.Mount{Destination: "/o", Type: "overlay", Source: "overlay", Options: []string{"index=off,lowerdir=/dev/shm:/etc"}})},
+			want: `nsiso: container "%s": mounts./o.options="lowerdir=/dev/shm:/etc": shares the host's /dev/shm, forbidden by disallow_sharing_host_ipc_namespace=true`},
+		{name: "an oversize tmpfs hidden in a joined option", sp: spec{config: s.tight, opts: withMounts(specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"size=1m", "mode=1777,size=1g"}})},
+			want: `nsiso: container "%s": mounts./dev/shm.options="size=1g": /dev/shm of 1Gi is over max_container_shm_size=32Mi`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := newID("judged")
+			err := s.tryCreate(t, id, tc.sp)
+			want := strings.ReplaceAll(tc.want, "%s", id)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("error:\n got %v\nwant …%s", err, want)
+			}
+			s.assertNoResidue(t, id)
+		})
+	}
+	// A size=0 that runc would join after a legal size= (tmpfs reads the
+	// last): the cap holds, measured from inside, in both modes.
+	for _, mode := range []string{"", "private"} {
+		t.Run("size=0 hidden in a joined option, ipc-mode "+mode, func(t *testing.T) {
+			sp := spec{config: s.tight, opts: withMounts(specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "size=1m", "mode=1777,size=0"}})}
+			if mode != "" {
+				sp.ann = ann(specmod.AnnotationIPCMode, mode)
+			}
+			r := s.start(t, newID("joined"), sp)
+			if got := s.shmSize(t, r); got != 32<<20 {
+				t.Errorf("/dev/shm is %d bytes, want the cap %d", got, 32<<20)
+			}
+		})
+	}
+}
+
+// Every value a refusal echoes is cut, whatever its size and wherever it
+// came from: annotations through the containerd client, a config file.
+func TestSecurityRefusalsAreShort(t *testing.T) {
+	s := setup(t)
+	huge := strings.Repeat("9", 100<<10)
+	big := s.writeConfig("big-values.toml", fmt.Sprintf("max_container_shm_size = %q\n", "1"+strings.Repeat(" ", 500<<10)+"x"))
+	bigDefault := s.writeConfig("big-default.toml", fmt.Sprintf("default_container_shm_size = %q\nmax_container_shm_size = \"1Mi\"\n", strings.Repeat(" ", 500<<10)+"1Gi"))
+	for _, tc := range []struct {
+		name string
+		sp   spec
+	}{
+		{name: "nsiso/shm-size", sp: spec{ann: ann(specmod.AnnotationIPCMode, "private", specmod.AnnotationShmSize, huge+"parsecs")}},
+		{name: "nsiso/ipc-mode", sp: spec{ann: ann(specmod.AnnotationIPCMode, huge)}},
+		{name: "nsiso/parent", sp: spec{ann: ann(specmod.AnnotationParent, huge)}},
+		{name: "an unknown key", sp: spec{ann: ann(specmod.AnnotationPrefix+huge, huge)}},
+		{name: "max_container_shm_size", sp: spec{config: big}},
+		{name: "default_container_shm_size", sp: spec{config: bigDefault}},
+		{name: "a bind source", sp: spec{opts: withMounts(specs.Mount{Destination: "/x", Type: "bind", Source: "/gone/" + huge, Options: []string{"bind"}})}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := newID("short")
+			err := s.tryCreate(t, id, tc.sp)
+			if err == nil {
+				t.Fatal("created")
+			}
+			if n := len(err.Error()); n > 2048 || strings.Contains(err.Error(), "\n") {
+				t.Errorf("a %d-byte refusal: %.300q…", n, err.Error())
+			}
+			s.assertNoResidue(t, id)
+		})
+	}
 }

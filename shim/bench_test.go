@@ -141,12 +141,21 @@ func startBenchParent(b *testing.B) benchParent {
 	return p
 }
 
-// register writes what nsiso reads of a parent: runc's state.json under
-// runcRoot and the parent's bundle next to its children's.
-func (p benchParent) register(b *testing.B, id, runcRoot, bundles string) {
+// benchTasks answers as containerd would for the stand-in parent.
+type benchTasks map[string]uint32
+
+func (t benchTasks) initPID(_ context.Context, ns, id string) (uint32, error) {
+	if pid, ok := t[ns+"/"+id]; ok {
+		return pid, nil
+	}
+	return 0, errNoTask
+}
+
+// register makes what nsiso reads of a parent: its task, as containerd
+// reports it, and its bundle next to its children's.
+func (p benchParent) register(b *testing.B, id string, tasks benchTasks, bundles string) {
 	b.Helper()
-	state, _ := json.Marshal(runcState{InitProcessPid: p.pid, InitProcessStart: p.start})
-	writeFile(b, filepath.Join(runcRoot, benchNS, id, "state.json"), state)
+	tasks[benchNS+"/"+id] = uint32(p.pid)
 	// nsiso shares only a /dev/shm it owns: a private parent's tmpfs in
 	// its bundle's nsiso directory.
 	own := ownShmDir(filepath.Join(bundles, id))
@@ -199,13 +208,13 @@ func BenchmarkPrepare(b *testing.B) {
 		data := benchConfigJSON(b, tc.ann)
 		for _, d := range benchDirs(b) {
 			fs, root := d.fs, d.path
-			runcRoot := filepath.Join(root, "runc")
+			tasks := benchTasks{}
 			// Bundles of one containerd namespace are siblings, which is
 			// how nsiso finds a parent's.
 			bundles := filepath.Join(root, benchNS)
-			parent.register(b, parentID, runcRoot, bundles)
+			parent.register(b, parentID, tasks, bundles)
 			cfg := filepath.Join(root, "nsiso.toml")
-			writeFile(b, cfg, fmt.Appendf(nil, "root = %q\n", runcRoot))
+			writeFile(b, cfg, []byte("root = \"/run/containerd/runc\"\n"))
 			bundle := filepath.Join(bundles, childID)
 			// As containerd makes it: the rootfs nsiso checks the
 			// container's root against, and config.json.
@@ -214,17 +223,19 @@ func BenchmarkPrepare(b *testing.B) {
 			}
 			b.Run(tc.name+"/"+fs, func(b *testing.B) {
 				b.Setenv(ConfigPathEnv, cfg)
-				b.Cleanup(func() { cleanupState(bundle) })
+				b.Cleanup(func() { cleanupState(bundle, true) })
 				b.ReportAllocs()
 				for b.Loop() {
 					b.StopTimer()
 					writeFile(b, filepath.Join(bundle, "config.json"), data)
 					b.StartTimer()
-					s := &service{}
-					if _, err := s.prepare(ctx, &taskAPI.CreateTaskRequest{ID: childID, Bundle: bundle}); err != nil {
+					s := &service{tasks: tasks}
+					p, err := s.prepare(ctx, &taskAPI.CreateTaskRequest{ID: childID, Bundle: bundle})
+					if err != nil {
 						b.Fatal(err)
 					}
-					if err := cleanupState(bundle); err != nil {
+					p.held.close()
+					if err := cleanupState(bundle, p.mounted); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -265,21 +276,21 @@ func BenchmarkPrepareParts(b *testing.B) {
 	req := specmod.Request{IPC: specmod.ModeShareParent, PID: specmod.ModeShareParent, Parent: "parent", ParentKey: specmod.AnnotationParent}
 	need := specmod.Needs{IPC: true, Shm: true, PID: true}
 	for _, d := range benchDirs(b) {
-		runcRoot := filepath.Join(d.path, "runc")
+		tasks := benchTasks{}
 		bundles := filepath.Join(d.path, benchNS)
-		parent.register(b, "parent", runcRoot, bundles)
+		parent.register(b, "parent", tasks, bundles)
 		bundle := filepath.Join(bundles, "child")
 		if err := os.MkdirAll(bundle, 0o755); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { cleanupState(bundle) })
+		b.Cleanup(func() { cleanupState(bundle, true) })
 		b.Run("own-shm-mount-and-cleanup/"+d.fs, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := mountOwnShm(ownShmDir(bundle), tmpfs); err != nil {
+				if err := mountOwnShm(bundle, tmpfs); err != nil {
 					b.Fatal(err)
 				}
-				if err := cleanupState(bundle); err != nil {
+				if err := cleanupState(bundle, true); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -287,10 +298,10 @@ func BenchmarkPrepareParts(b *testing.B) {
 		b.Run("pin-parent-and-cleanup/"+d.fs, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := pinParent(req, "child", where{namespace: benchNS, runcRoot: runcRoot, bundle: bundle}, need); err != nil {
+				if _, err := pinParent(context.Background(), req, "child", parentScope{namespace: benchNS, tasks: tasks, bundle: bundle}, need); err != nil {
 					b.Fatal(err)
 				}
-				if err := cleanupState(bundle); err != nil {
+				if err := cleanupState(bundle, true); err != nil {
 					b.Fatal(err)
 				}
 			}

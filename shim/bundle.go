@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -24,11 +25,13 @@ type bundleSpec struct {
 	// data is config.json as read; it is decoded again, as a whole, only
 	// when the rewrite changed something and the file must be written.
 	data []byte
-	// Spec holds annotations, root, mounts and linux.namespaces only.
+	// Spec holds annotations, root, mounts, linux.namespaces and
+	// linux.sysctl only.
 	Spec specs.Spec
 	// What the rewrite may change, as read, to tell whether it did.
 	mounts     []specs.Mount
 	namespaces []specs.LinuxNamespace
+	sysctl     map[string]string
 	hadLinux   bool
 }
 
@@ -41,6 +44,7 @@ type specHead struct {
 	Mounts      []specs.Mount     `json:"mounts"`
 	Linux       *struct {
 		Namespaces []specs.LinuxNamespace `json:"namespaces"`
+		Sysctl     map[string]string      `json:"sysctl"`
 	} `json:"linux"`
 }
 
@@ -56,13 +60,13 @@ func readBundleSpec(bundle string) (*bundleSpec, error) {
 	}
 	b.Spec.Annotations, b.Spec.Root, b.Spec.Mounts = h.Annotations, h.Root, h.Mounts
 	if h.Linux != nil {
-		b.Spec.Linux = &specs.Linux{Namespaces: h.Linux.Namespaces}
+		b.Spec.Linux = &specs.Linux{Namespaces: h.Linux.Namespaces, Sysctl: h.Linux.Sysctl}
 	}
 	b.snapshot()
 	return b, nil
 }
 
-// snapshot keeps a copy of the mounts and namespaces as read.
+// snapshot keeps a copy of the mounts, namespaces and sysctls as read.
 func (b *bundleSpec) snapshot() {
 	b.mounts = make([]specs.Mount, len(b.Spec.Mounts))
 	for i, m := range b.Spec.Mounts {
@@ -74,15 +78,17 @@ func (b *bundleSpec) snapshot() {
 	b.hadLinux = b.Spec.Linux != nil
 	if b.hadLinux {
 		b.namespaces = slices.Clone(b.Spec.Linux.Namespaces)
+		b.sysctl = maps.Clone(b.Spec.Linux.Sysctl)
 	}
 }
 
-// changed tells whether the mounts or namespaces differ from those read.
+// changed tells whether the mounts, namespaces or sysctls differ from those
+// read.
 func (b *bundleSpec) changed() bool {
 	if (b.Spec.Linux != nil) != b.hadLinux || len(b.Spec.Mounts) != len(b.mounts) {
 		return true
 	}
-	if b.Spec.Linux != nil && !slices.Equal(b.Spec.Linux.Namespaces, b.namespaces) {
+	if b.Spec.Linux != nil && (!slices.Equal(b.Spec.Linux.Namespaces, b.namespaces) || b.sysctlChanged()) {
 		return true
 	}
 	if len(b.mounts) == 0 {
@@ -113,6 +119,11 @@ func (b *bundleSpec) writeIfChanged() (bool, error) {
 	return true, b.write()
 }
 
+// sysctlChanged tells whether linux.sysctl differs from the one read.
+func (b *bundleSpec) sysctlChanged() bool {
+	return b.Spec.Linux != nil && ((b.Spec.Linux.Sysctl == nil) != (b.sysctl == nil) || !maps.Equal(b.Spec.Linux.Sysctl, b.sysctl))
+}
+
 func (b *bundleSpec) write() error {
 	raw, err := ownedObject(b.data, "mounts", "linux")
 	if err != nil {
@@ -122,14 +133,26 @@ func (b *bundleSpec) write() error {
 		return err
 	}
 	if b.Spec.Linux != nil {
+		// linux.sysctl is written only when the rewrite changed it, so a
+		// spec nsiso leaves it alone in keeps it byte for byte.
+		owned := []string{"namespaces"}
+		sysctl := b.sysctlChanged()
+		if sysctl {
+			owned = append(owned, "sysctl")
+		}
 		linux := map[string]json.RawMessage{}
 		if l, ok := raw["linux"]; ok && string(l) != "null" {
-			if linux, err = ownedObject(l, "namespaces"); err != nil {
+			if linux, err = ownedObject(l, owned...); err != nil {
 				return fmt.Errorf("%s linux: %w", b.path, err)
 			}
 		}
 		if linux["namespaces"], err = json.Marshal(b.Spec.Linux.Namespaces); err != nil {
 			return err
+		}
+		if sysctl {
+			if linux["sysctl"], err = json.Marshal(b.Spec.Linux.Sysctl); err != nil {
+				return err
+			}
 		}
 		if raw["linux"], err = json.Marshal(linux); err != nil {
 			return err

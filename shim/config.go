@@ -46,6 +46,9 @@ type Config struct {
 	// not ask; MaxContainerShmSize caps every /dev/shm a container owns.
 	DefaultContainerShmSize string `toml:"default_container_shm_size"`
 	MaxContainerShmSize     string `toml:"max_container_shm_size"`
+	// MaxContainerSysvShmSize caps the System V shared memory of every IPC
+	// namespace a container or pod owns; unset means MaxContainerShmSize.
+	MaxContainerSysvShmSize string `toml:"max_container_sysv_shm_size"`
 
 	// ConfigPath and TypeUrl may appear in the options table containerd's
 	// CRI plugin hands over whole; they describe the options, not policy.
@@ -69,7 +72,7 @@ func keyType(key string) (want string, boolean, ok bool) {
 		return "a quoted path", false, true
 	case "default_container_shm_size":
 		return "a quoted size such as \"256Mi\"", false, true
-	case "max_container_shm_size":
+	case "max_container_shm_size", "max_container_sysv_shm_size":
 		return "a quoted size such as \"8Gi\"", false, true
 	case "systemd_cgroup", "disallow_sharing_host_ipc_namespace", "disallow_sharing_host_pid_namespace":
 		return "true or false", true, true
@@ -79,7 +82,7 @@ func keyType(key string) (want string, boolean, ok bool) {
 
 // knownKeys are the keys an operator writes, for messages about others.
 const knownKeys = "binary_name, default_container_shm_size, disallow_sharing_host_ipc_namespace, " +
-	"disallow_sharing_host_pid_namespace, max_container_shm_size, root, systemd_cgroup"
+	"disallow_sharing_host_pid_namespace, max_container_shm_size, max_container_sysv_shm_size, root, systemd_cgroup"
 
 // utf8BOM is what some editors put before a UTF-8 file's first line.
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
@@ -93,7 +96,7 @@ func ParseConfig(where string, data []byte) (*Config, error) {
 		err = c.validate()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("nsiso config %s: %w", where, err)
+		return nil, fmt.Errorf("nsiso config %s: %w", specmod.Truncate(where), err)
 	}
 	return c, nil
 }
@@ -107,7 +110,7 @@ func decodeConfig(data []byte) (*Config, error) {
 	for _, e := range entries {
 		want, boolean, ok := keyType(e.key)
 		if !ok || e.kind == tomlTable {
-			return nil, fmt.Errorf("line %d: unknown key %q (known: %s)", e.line, e.key, knownKeys)
+			return nil, fmt.Errorf("line %d: unknown key %q (known: %s)", e.line, specmod.Truncate(e.key), knownKeys)
 		}
 		if boolean && e.kind != tomlBool || !boolean && e.kind != tomlString {
 			return nil, fmt.Errorf("line %d: %s = %s: want %s", e.line, e.key, specmod.Truncate(e.raw), want)
@@ -127,6 +130,8 @@ func decodeConfig(data []byte) (*Config, error) {
 			c.DefaultContainerShmSize = e.str
 		case "max_container_shm_size":
 			c.MaxContainerShmSize = e.str
+		case "max_container_sysv_shm_size":
+			c.MaxContainerSysvShmSize = e.str
 		case "ConfigPath":
 			c.ConfigPath = e.str
 		case "TypeUrl":
@@ -171,16 +176,24 @@ func validSizes(c *Config) error {
 	var err error
 	if c.DefaultContainerShmSize != "" {
 		if p.DefaultShmSize, err = specmod.ParseSize(c.DefaultContainerShmSize); err != nil {
-			return fmt.Errorf("%s: %w", specmod.RuleDefaultShmSize, err)
+			return fmt.Errorf("%s = %q: %w", specmod.RuleDefaultShmSize, specmod.Truncate(c.DefaultContainerShmSize), err)
 		}
 	}
 	if c.MaxContainerShmSize != "" {
 		if p.MaxShmSize, err = specmod.ParseSize(c.MaxContainerShmSize); err != nil {
-			return fmt.Errorf("%s: %w", specmod.RuleMaxShmSize, err)
+			return fmt.Errorf("%s = %q: %w", specmod.RuleMaxShmSize, specmod.Truncate(c.MaxContainerShmSize), err)
 		}
 	}
+	if c.MaxContainerSysvShmSize != "" {
+		if p.MaxSysvShmSize, err = specmod.ParseSize(c.MaxContainerSysvShmSize); err != nil {
+			return fmt.Errorf("%s = %q: %w", specmod.RuleMaxSysvShmSize, specmod.Truncate(c.MaxContainerSysvShmSize), err)
+		}
+	}
+	// kernel.shmall counts pages of the kernel the shim runs on, which
+	// runs its containers.
+	p.PageSize = int64(os.Getpagesize())
 	if p.MaxShmSize > 0 && p.DefaultShmSize > p.MaxShmSize {
-		return fmt.Errorf("%s %q is over %s %q", specmod.RuleDefaultShmSize, c.DefaultContainerShmSize, specmod.RuleMaxShmSize, c.MaxContainerShmSize)
+		return fmt.Errorf("%s %q is over %s %q", specmod.RuleDefaultShmSize, specmod.Truncate(c.DefaultContainerShmSize), specmod.RuleMaxShmSize, specmod.Truncate(c.MaxContainerShmSize))
 	}
 	c.policy = p
 	return nil
@@ -191,7 +204,15 @@ func validSizes(c *Config) error {
 func LoadConfig(path string) (*Config, error) {
 	data, err := beneath.ReadRegular(path, maxConfigSize)
 	if err != nil {
-		return nil, fmt.Errorf("nsiso config: %w", err)
+		// The path may come from a client's runtime options: name it once,
+		// cut, rather than through the error, which repeats it whole.
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = fmt.Errorf("%s: %w", pe.Op, pe.Err)
+		} else {
+			err = withoutPath{strings.TrimPrefix(err.Error(), path+": "), err}
+		}
+		return nil, fmt.Errorf("nsiso config %q: %w", specmod.Truncate(path), err)
 	}
 	c, err := ParseConfig(path, data)
 	if err != nil {
@@ -200,7 +221,7 @@ func LoadConfig(path string) (*Config, error) {
 	if c.ConfigPath != "" {
 		// Only containerd's runtime options may point at a config file;
 		// one file naming another would be followed by nobody.
-		return nil, fmt.Errorf("nsiso config %s: ConfigPath = %q: belongs in containerd's runtime options, not in nsiso.toml", path, specmod.Truncate(c.ConfigPath))
+		return nil, fmt.Errorf("nsiso config %s: ConfigPath = %q: belongs in containerd's runtime options, not in nsiso.toml", specmod.Truncate(path), specmod.Truncate(c.ConfigPath))
 	}
 	return c, nil
 }
@@ -235,3 +256,13 @@ func (c *Config) RuncOptions() *options.Options {
 	}
 	return o
 }
+
+// withoutPath is an error whose message no longer repeats the path it was
+// about, which the message around it names, cut.
+type withoutPath struct {
+	msg string
+	err error
+}
+
+func (e withoutPath) Error() string { return e.msg }
+func (e withoutPath) Unwrap() error { return e.err }

@@ -16,7 +16,7 @@ import (
 )
 
 func TestParseConfig(t *testing.T) {
-	known := "binary_name, default_container_shm_size, disallow_sharing_host_ipc_namespace, disallow_sharing_host_pid_namespace, max_container_shm_size, root, systemd_cgroup"
+	known := "binary_name, default_container_shm_size, disallow_sharing_host_ipc_namespace, disallow_sharing_host_pid_namespace, max_container_shm_size, max_container_sysv_shm_size, root, systemd_cgroup"
 	for _, tc := range []struct {
 		name    string
 		toml    string
@@ -33,6 +33,14 @@ disallow_sharing_host_pid_namespace = false
 default_container_shm_size = "256Mi"
 max_container_shm_size = "8Gi"
 `, want: specmod.Policy{DefaultShmSize: 256 << 20, MaxShmSize: 8 << 30}},
+		{name: "a System V cap", toml: "max_container_shm_size = \"1Gi\"\nmax_container_sysv_shm_size = \"16Gi\"\n",
+			want: specmod.Policy{DisallowHostIPC: true, DisallowHostPID: true, MaxShmSize: 1 << 30, MaxSysvShmSize: 16 << 30}},
+		{name: "a System V cap alone", toml: "max_container_sysv_shm_size = \"64Mi\"\n",
+			want: specmod.Policy{DisallowHostIPC: true, DisallowHostPID: true, MaxSysvShmSize: 64 << 20}},
+		{name: "bad System V size", toml: "max_container_sysv_shm_size = \"0\"\n",
+			wantErr: `nsiso config test: max_container_sysv_shm_size = "0": size "0" must be greater than zero`},
+		{name: "System V size of the wrong type", toml: "max_container_sysv_shm_size = 8\n",
+			wantErr: `nsiso config test: line 1: max_container_sysv_shm_size = 8: want a quoted size such as "8Gi"`},
 		{name: "CRI options table with ConfigPath and TypeUrl keys", toml: "TypeUrl = \"x\"\nConfigPath = \"\"\n",
 			want: specmod.Policy{DisallowHostIPC: true, DisallowHostPID: true}},
 		{name: "a byte order mark is not part of the first key", toml: "\ufeffdisallow_sharing_host_pid_namespace = false\n",
@@ -50,7 +58,7 @@ max_container_shm_size = "8Gi"
 		{name: "non-ASCII key is shown as written", toml: "dïsallow = true\n",
 			wantErr: `nsiso config test: line 1, column 2: 'ï' cannot be part of a bare key: use letters, digits, "_" and "-", or quote the key (in "dïsallow = true")`},
 		{name: "bad size", toml: "default_container_shm_size = \"lots\"\n",
-			wantErr: `nsiso config test: default_container_shm_size: size "lots" does not start with a number`},
+			wantErr: `nsiso config test: default_container_shm_size = "lots": size "lots" does not start with a number`},
 		{name: "default over max", toml: "default_container_shm_size = \"2Gi\"\nmax_container_shm_size = \"1Gi\"\n",
 			wantErr: `nsiso config test: default_container_shm_size "2Gi" is over max_container_shm_size "1Gi"`},
 		{name: "empty binary_name", toml: "binary_name = \"\"\n",
@@ -71,6 +79,8 @@ max_container_shm_size = "8Gi"
 			if err != nil {
 				t.Fatal(err)
 			}
+			// kernel.shmall counts the running kernel's pages.
+			tc.want.PageSize = int64(os.Getpagesize())
 			if p := c.Policy(); p != tc.want {
 				t.Fatalf("policy = %+v; want %+v", p, tc.want)
 			}
@@ -90,8 +100,8 @@ func TestLoadConfigRefuses(t *testing.T) {
 	}
 	for _, tc := range []struct{ path, want string }{
 		{nested, `nsiso config ` + nested + `: ConfigPath = "/etc/other.toml": belongs in containerd's runtime options, not in nsiso.toml`},
-		{"/dev/zero", `nsiso config: /dev/zero: not a regular file (a character device)`},
-		{big, `nsiso config: ` + big + `: file is larger than allowed (2048000 bytes, limit 1048576)`},
+		{"/dev/zero", `nsiso config "/dev/zero": not a regular file (a character device)`},
+		{big, `nsiso config "` + big + `": file is larger than allowed (2048000 bytes, limit 1048576)`},
 	} {
 		if _, err := LoadConfig(tc.path); err == nil || err.Error() != tc.want {
 			t.Errorf("LoadConfig(%s):\n got %v\nwant %s", tc.path, err, tc.want)

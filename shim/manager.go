@@ -32,7 +32,7 @@ func NewManager() shim.Manager {
 func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	ss, err := m.Manager.Stop(ctx, id)
 	if cwd, cerr := os.Getwd(); cerr == nil {
-		if cerr := cleanupState(filepath.Join(filepath.Dir(cwd), id)); cerr != nil {
+		if cerr := cleanupState(filepath.Join(filepath.Dir(cwd), id), true); cerr != nil {
 			log.G(ctx).WithError(cerr).Warn("nsiso: cleanup in shim delete")
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/nsiso/nsiso/internal/beneath"
@@ -29,13 +30,58 @@ const (
 
 func stateDir(bundle string) string { return filepath.Join(bundle, stateDirName) }
 
-// makeStateDir makes a bundle's nsiso directory, if it is not there yet.
-// The bundle exists: one mkdir, where MkdirAll would stat its way up.
-func makeStateDir(dir string) error {
-	if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
+// openStateDir opens a bundle's nsiso directory, making it first when
+// create is set. A container that has its bundle mounted can put anything
+// there, so it is opened beneath the bundle without following a symlink,
+// and everything nsiso does in it goes through the returned handle.
+func openStateDir(bundle string, create bool) (*os.File, error) {
+	b, err := os.OpenFile(bundle, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	defer b.Close()
+	if create {
+		if err := unix.Mkdirat(int(b.Fd()), stateDirName, 0o711); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, &os.PathError{Op: "mkdir", Path: stateDir(bundle), Err: err}
+		}
+	}
+	return openAt(b, stateDirName, unix.O_PATH|unix.O_DIRECTORY)
+}
+
+// openAt opens name in the directory dir without following a symlink.
+func openAt(dir *os.File, name string, flags int) (*os.File, error) {
+	fd, err := unix.Openat(int(dir.Fd()), name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: filepath.Join(dir.Name(), name), Err: err}
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dir.Name(), name)), nil
+}
+
+// makeMountPoint makes name in the state directory, a directory or (for a
+// namespace pin) an empty file, and opens it; one that is already there
+// must be of that kind, and never a symlink.
+func makeMountPoint(dir *os.File, name string, isDir bool) (*os.File, error) {
+	if isDir {
+		if err := unix.Mkdirat(int(dir.Fd()), name, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, &os.PathError{Op: "mkdir", Path: filepath.Join(dir.Name(), name), Err: err}
+		}
+		return openAt(dir, name, unix.O_PATH|unix.O_DIRECTORY)
+	}
+	f, err := openAt(dir, name, unix.O_CREAT|unix.O_RDONLY|unix.O_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a plain file", f.Name())
+	}
+	return f, nil
+}
+
+// reopen opens the state directory's name again, so that the handle sees
+// what is mounted on it now.
+func reopen(dir *os.File, name string) (*os.File, error) {
+	return openAt(dir, name, unix.O_PATH)
 }
 
 func ownShmDir(bundle string) string { return filepath.Join(stateDir(bundle), ownShmName) }
@@ -58,31 +104,33 @@ type podShm struct{ root, rel string }
 // criPodShm locates the /dev/shm containerd's CRI made for sandbox id, from
 // the bundle layout containerd gave this shim. ok is false outside CRI's
 // namespace or for a bundle not laid out by containerd.
-func criPodShm(w where, id string) (podShm, bool) {
-	if w.namespace != criNamespace {
+func criPodShm(sc parentScope, id string) (podShm, bool) {
+	if sc.namespace != criNamespace {
 		return podShm{}, false
 	}
-	tasks := filepath.Dir(w.taskDir())
-	if filepath.Base(tasks) != taskDirName || filepath.Base(w.taskDir()) != w.namespace {
+	tasks := filepath.Dir(sc.taskDir())
+	if filepath.Base(tasks) != taskDirName || filepath.Base(sc.taskDir()) != sc.namespace {
 		return podShm{}, false
 	}
 	return podShm{root: filepath.Dir(tasks), rel: filepath.Join(criStateName, criSandboxDir, id, "shm")}, true
 }
 
-// mountOwnShm mounts the container's own /dev/shm tmpfs at dir on the
-// host, where the container's spec now binds it from.
-func mountOwnShm(dir string, t *specmod.Tmpfs) error {
-	if err := makeStateDir(filepath.Dir(dir)); err != nil {
+// mountOwnShm mounts the container's own /dev/shm tmpfs on the host at
+// <bundle>/nsiso/shm, where the container's spec now binds it from.
+func mountOwnShm(bundle string, t *specmod.Tmpfs) error {
+	dir, err := openStateDir(bundle, true)
+	if err != nil {
 		return err
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if st, serr := os.Lstat(dir); serr != nil || !st.IsDir() {
-			return err
-		}
+	defer dir.Close()
+	mp, err := makeMountPoint(dir, ownShmName, true)
+	if err != nil {
+		return err
 	}
+	defer mp.Close()
 	flags, data := tmpfsOptions(t.Options)
-	if err := unix.Mount("shm", dir, "tmpfs", flags, data); err != nil {
-		return fmt.Errorf("mount /dev/shm tmpfs (%s): %w", data, err)
+	if err := unix.Mount("shm", beneath.FDPath(mp), "tmpfs", flags, data); err != nil {
+		return fmt.Errorf("mount /dev/shm tmpfs (%s): %w", specmod.Truncate(data), err)
 	}
 	return nil
 }
@@ -212,82 +260,146 @@ func isMountRoot(f *os.File) (bool, error) {
 // stateNames are what nsiso may make in a bundle's nsiso directory.
 var stateNames = [...]string{pinIPCName, pinPIDName, pinShmName, ownShmName}
 
+// maxStacked bounds the unmounts of one name: nsiso mounts once per name.
+const maxStacked = 8
+
 // cleanupState unmounts everything nsiso mounted for the container of this
 // bundle and removes its directory. It is safe to call more than once.
 //
-// It runs at every Delete and again in `shim delete`, so it does only
-// what the directory calls for: most containers have none (one failed
-// open), a private one only its /dev/shm, a child only its pins.
-func cleanupState(bundle string) error {
-	dir := stateDir(bundle)
-	var present, isDir [len(stateNames)]bool
-	listed := false
-	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		// Nothing can be mounted beneath a directory that does not exist.
-		return nil
-	}
-	if err == nil {
-		entries, rerr := f.ReadDir(-1)
-		f.Close()
-		listed = rerr == nil
-		for _, e := range entries {
-			for i, n := range stateNames {
-				if e.Name() == n {
-					present[i], isDir[i] = true, e.IsDir()
-				}
-			}
-		}
-	}
-	if !listed {
-		// Not a plain directory, or unreadable: try every name, as an
-		// unmount or removal of what is not there fails harmlessly.
-		for i := range present {
-			present[i] = true
-		}
-	}
+// Nothing is reached through a name the container could have changed:
+// the directory is opened beneath the bundle without following symlinks,
+// and a name is unmounted only when what is opened there is the root of a
+// mount, which in the host's mount namespace no container can make. When
+// scan is set, mounts anywhere beneath the bundle but its rootfs are found
+// in the mount table too, so one the container moved away by renaming a
+// directory is still unmounted; a Delete sets it for containers nsiso
+// mounted for, `shim delete` always.
+func cleanupState(bundle string, scan bool) error {
 	var errs []error
-	for i, name := range stateNames {
-		if !present[i] {
-			continue
-		}
-		p := filepath.Join(dir, name)
-		for {
-			err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
-			if err == nil {
-				continue // stacked mounts: unmount until none is left
-			}
-			if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
-			}
-			break
+	if scan {
+		errs = append(errs, unmountBeneath(bundle))
+	}
+	dir, err := openStateDir(bundle, false)
+	if errors.Is(err, os.ErrNotExist) {
+		return errors.Join(errs...)
+	}
+	if err != nil {
+		// A symlink, or anything but a directory: not nsiso's, and
+		// never followed.
+		return errors.Join(append(errs, fmt.Errorf("%s left alone: %w", stateDir(bundle), err))...)
+	}
+	defer dir.Close()
+	for _, name := range stateNames {
+		if err := unmountAt(dir, name); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
-		// Never remove what may still be a mount: a recursive removal
-		// would reach into the parent's /dev/shm.
+		// Never remove what may still be a mount: a removal would reach
+		// into the parent's /dev/shm.
 		return errors.Join(errs...)
 	}
-	for i, name := range stateNames {
-		if !present[i] {
-			continue
+	for _, name := range stateNames {
+		err := unix.Unlinkat(int(dir.Fd()), name, 0)
+		if errors.Is(err, unix.EISDIR) {
+			err = unix.Unlinkat(int(dir.Fd()), name, unix.AT_REMOVEDIR)
 		}
-		p := filepath.Join(dir, name)
-		var err error
-		switch {
-		case !listed:
-			err = os.Remove(p)
-		case isDir[i]:
-			err = os.NewSyscallError("rmdir", unix.Rmdir(p))
-		default:
-			err = os.NewSyscallError("unlink", unix.Unlink(p))
-		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", filepath.Join(dir.Name(), name), err))
 		}
 	}
-	if err := unix.Rmdir(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+	b, err := os.OpenFile(bundle, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer b.Close()
+	if err := unix.Unlinkat(int(b.Fd()), stateDirName, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		errs = append(errs, fmt.Errorf("remove %s: %w", dir.Name(), err))
 	}
 	return errors.Join(errs...)
+}
+
+// unmountAt unmounts what is mounted on name in dir, through a handle on
+// the mount itself, until nothing is. A name that is missing, a symlink or
+// a plain file or directory is no mount, and is left for removal.
+func unmountAt(dir *os.File, name string) error {
+	for range maxStacked {
+		f, err := reopen(dir, name)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ELOOP) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		done, err := unmountRoot(f)
+		f.Close()
+		if done || err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("%s: more than %d mounts stacked", filepath.Join(dir.Name(), name), maxStacked)
+}
+
+// unmountRoot unmounts the mount whose root f is; done reports that f is
+// no mount root (a symlink opened as itself is none).
+func unmountRoot(f *os.File) (done bool, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return false, err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return true, nil
+	}
+	root, err := isMountRoot(f)
+	if err != nil || !root {
+		return true, err
+	}
+	if err := unix.Unmount(beneath.FDPath(f), unix.MNT_DETACH); err != nil {
+		return false, fmt.Errorf("unmount %s: %w", f.Name(), err)
+	}
+	return false, nil
+}
+
+// unmountBeneath unmounts every mount the host's mount table has beneath
+// the bundle, but the rootfs containerd mounts and what is below it, each
+// opened beneath the bundle without following symlinks and unmounted only
+// when the handle is the root of that very mount.
+func unmountBeneath(bundle string) error {
+	rootfs := filepath.Join(bundle, "rootfs")
+	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		under := strings.HasPrefix(m.Mountpoint, bundle+"/")
+		inRootfs := m.Mountpoint == rootfs || strings.HasPrefix(m.Mountpoint, rootfs+"/")
+		return !under || inRootfs, false
+	})
+	if err != nil {
+		return err
+	}
+	// Deepest first, so that a mount is never detached from under another.
+	slices.SortFunc(mounts, func(a, b *mountinfo.Info) int { return len(b.Mountpoint) - len(a.Mountpoint) })
+	var errs []error
+	for _, m := range mounts {
+		f, err := beneath.Open(bundle, strings.TrimPrefix(m.Mountpoint, bundle+"/"), unix.O_PATH)
+		if err != nil {
+			continue // gone, or moved behind a symlink: not reachable safely
+		}
+		if id, err := mountID(f); err == nil && id == uint64(m.ID) {
+			if _, err := unmountRoot(f); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		f.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// mountID is the ID of the mount an open file is on.
+func mountID(f *os.File) (uint64, error) {
+	var sx unix.Statx_t
+	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &sx); err != nil {
+		return 0, err
+	}
+	if sx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, errors.New("the kernel does not report mount IDs")
+	}
+	return sx.Mnt_id, nil
 }

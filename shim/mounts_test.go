@@ -3,10 +3,12 @@ package shim
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/nsiso/nsiso/hostns"
@@ -47,8 +49,9 @@ func TestMountOwnShmEachRuncOption(t *testing.T) {
 	sort.Strings(opts)
 	for _, o := range opts {
 		t.Run(o, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "shm")
-			if err := mountOwnShm(dir, &specmod.Tmpfs{Options: []string{o, "size=1m"}}); err != nil {
+			bundle := t.TempDir()
+			dir := ownShmDir(bundle)
+			if err := mountOwnShm(bundle, &specmod.Tmpfs{Options: []string{o, "size=1m"}}); err != nil {
 				t.Fatal(err)
 			}
 			defer unix.Unmount(dir, unix.MNT_DETACH)
@@ -149,7 +152,7 @@ func TestCleanupState(t *testing.T) {
 		t.Skip("mounting needs root")
 	}
 	bundle := t.TempDir()
-	if err := mountOwnShm(ownShmDir(bundle), &specmod.Tmpfs{Options: []string{"nosuid", "nodev", "noexec", "mode=1777", "size=1m"}}); err != nil {
+	if err := mountOwnShm(bundle, &specmod.Tmpfs{Options: []string{"nosuid", "nodev", "noexec", "mode=1777", "size=1m"}}); err != nil {
 		t.Fatal(err)
 	}
 	// A stand-in for a parent's /dev/shm, pinned into the child's bundle.
@@ -170,14 +173,19 @@ func TestCleanupState(t *testing.T) {
 	}
 	// An IPC namespace pin, as for a share-parent child.
 	self := &parentRef{pid: os.Getpid()}
-	if _, err := pinNamespace(self, "ipc", filepath.Join(stateDir(bundle), pinIPCName)); err != nil {
+	dir, err := openStateDir(bundle, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	if _, err := pinNamespace(self, "ipc", dir, pinIPCName); err != nil {
 		t.Fatal(err)
 	}
 	if want, _ := hostns.Stat("/proc/self/ns/ipc"); want == (hostns.FileID{}) {
 		t.Fatal("cannot stat own IPC namespace")
 	}
 
-	if err := cleanupState(bundle); err != nil {
+	if err := cleanupState(bundle, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(stateDir(bundle)); !os.IsNotExist(err) {
@@ -193,7 +201,161 @@ func TestCleanupState(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(parentShm, "precious")); err != nil {
 		t.Errorf("cleanup deleted the parent's /dev/shm contents: %v", err)
 	}
-	if err := cleanupState(bundle); err != nil {
+	if err := cleanupState(bundle, true); err != nil {
 		t.Errorf("second cleanup: %v", err)
+	}
+}
+
+// victimTmpfs is a tmpfs outside the bundle with a file in it, standing in
+// for whatever of the host a container would like the shim to unmount or
+// delete through a symlink.
+func victimTmpfs(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("victim", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	for _, name := range []string{"shm", "precious"} {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("victim-shm", filepath.Join(dir, "shm"), "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH) })
+	return dir
+}
+
+func victimIntact(t *testing.T, victim string) {
+	t.Helper()
+	if ok, err := isMountRootPath(filepath.Join(victim, "shm")); err != nil || !ok {
+		t.Errorf("the victim's tmpfs was unmounted (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(victim, "precious")); err != nil {
+		t.Errorf("the victim's file was removed: %v", err)
+	}
+}
+
+func isMountRootPath(p string) (bool, error) {
+	f, err := os.OpenFile(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	return isMountRoot(f)
+}
+
+// A container that has its bundle mounted controls the names in it: the
+// shim must never follow a symlink it put there, when it mounts or when it
+// cleans up, and must still unmount what it mounted when the container
+// moved it away.
+func TestStateDirAttacks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	tmpfs := &specmod.Tmpfs{Options: []string{"nosuid", "size=1m"}}
+	for _, tc := range []struct {
+		name string
+		// attack changes the bundle after the shim mounted the
+		// container's /dev/shm (or, with before set, before it does).
+		attack func(t *testing.T, bundle, victim string)
+		before bool
+		// moved is where the container's own tmpfs is after the attack.
+		moved string
+	}{
+		{name: "nsiso directory replaced by a symlink", moved: "moved/shm", attack: func(t *testing.T, bundle, victim string) {
+			rename(t, stateDir(bundle), filepath.Join(bundle, "moved"))
+			symlink(t, victim, stateDir(bundle))
+		}},
+		{name: "nsiso/shm replaced by a symlink", moved: "nsiso/moved", attack: func(t *testing.T, bundle, victim string) {
+			// A mount point can be renamed only where it is none: in
+			// the container's mount namespace.
+			asContainer(t, ownShmDir(bundle), func() error {
+				if err := os.Rename(ownShmDir(bundle), filepath.Join(stateDir(bundle), "moved")); err != nil {
+					return err
+				}
+				return os.Symlink(filepath.Join(victim, "shm"), ownShmDir(bundle))
+			})
+		}},
+		{name: "nsiso/parent-ipc a symlink to a victim", moved: "nsiso/shm", attack: func(t *testing.T, bundle, victim string) {
+			symlink(t, filepath.Join(victim, "precious"), filepath.Join(stateDir(bundle), pinIPCName))
+		}},
+		{name: "nsiso a symlink before the mount", before: true, attack: func(t *testing.T, bundle, victim string) {
+			symlink(t, victim, stateDir(bundle))
+		}},
+		{name: "nsiso/shm a symlink before the mount", before: true, attack: func(t *testing.T, bundle, victim string) {
+			if err := os.Mkdir(stateDir(bundle), 0o711); err != nil {
+				t.Fatal(err)
+			}
+			symlink(t, filepath.Join(victim, "shm"), ownShmDir(bundle))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bundle, victim := t.TempDir(), victimTmpfs(t)
+			if tc.before {
+				tc.attack(t, bundle, victim)
+				if err := mountOwnShm(bundle, tmpfs); err == nil {
+					t.Error("mounted through a symlink")
+				}
+			} else {
+				if err := mountOwnShm(bundle, tmpfs); err != nil {
+					t.Fatal(err)
+				}
+				tc.attack(t, bundle, victim)
+			}
+			cleanupState(bundle, true)
+			victimIntact(t, victim)
+			infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(bundle))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range infos {
+				t.Errorf("left mounted: %s", m.Mountpoint)
+			}
+		})
+	}
+}
+
+// asContainer runs fn as a container that sees the bundle without the
+// shim's mount at hidden: in a mount namespace of its own.
+func asContainer(t *testing.T, hidden string, fn func() error) {
+	t.Helper()
+	done := make(chan error)
+	go func() {
+		// The thread is left locked, so it ends with the goroutine and
+		// its mount namespace with it.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			done <- err
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			done <- err
+			return
+		}
+		if err := unix.Unmount(hidden, unix.MNT_DETACH); err != nil {
+			done <- err
+			return
+		}
+		done <- fn()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rename(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.Rename(from, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
 	}
 }

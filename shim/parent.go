@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,37 +15,24 @@ import (
 
 	"github.com/nsiso/nsiso/hostns"
 	"github.com/nsiso/nsiso/internal/beneath"
-	"github.com/nsiso/nsiso/internal/procfs"
 	"github.com/nsiso/nsiso/specmod"
 )
 
-// Limits on what nsiso reads of a parent. runc's state.json carries the
-// container's whole libcontainer config, a config.json the whole spec; both
-// are far smaller than these on any real node.
-const (
-	maxStateSize = 8 << 20
-	maxSpecSize  = 16 << 20
-)
+// maxSpecSize bounds what nsiso reads of a config.json, the whole spec:
+// far larger than any real one.
+const maxSpecSize = 16 << 20
 
-// runcState is the part of runc's (libcontainer's) state.json nsiso reads:
-// the parent's init pid and its start time, which tells a live init from a
-// stranger that got its pid later.
-type runcState struct {
-	InitProcessPid   int    `json:"init_process_pid"`
-	InitProcessStart uint64 `json:"init_process_start"`
-}
-
-// where is what a Create knows of the places a parent can be found: runc's
-// state root and containerd's task directory for this containerd namespace.
-type where struct {
+// parentScope is where a Create may find its parent: containerd's tasks of
+// the caller's containerd namespace, and that namespace's bundles.
+type parentScope struct {
 	namespace string
-	runcRoot  string // runc's root; its state for the namespace is below
+	tasks     taskSource
 	bundle    string // the child's bundle
 }
 
 // taskDir is containerd's directory of the namespace's bundles: a parent's
 // bundle is a sibling of the child's.
-func (w where) taskDir() string { return filepath.Dir(w.bundle) }
+func (sc parentScope) taskDir() string { return filepath.Dir(sc.bundle) }
 
 // parentRef is a parent container's init, held by a pidfd.
 type parentRef struct {
@@ -58,45 +46,39 @@ func parentError(req specmod.Request, child, format string, args ...any) error {
 	return &specmod.Error{Container: child, Key: req.ParentKey, Value: req.Parent, Reason: fmt.Sprintf(format, args...)}
 }
 
-// openParent finds the parent's init through runc's state in the same runc
-// root and containerd namespace the shim uses, so only a parent in the same
-// containerd namespace is found, and holds it with a pidfd after checking
-// that the pid still is that init. The state file is opened beneath runc's
-// root without following symlinks and read through a limit; its content is
-// never echoed.
-func openParent(req specmod.Request, child string, w where) (*parentRef, error) {
-	// Both are validated before, by containerd and ParseRequest; they
-	// become path components here, so check again where it matters.
-	if err := identifiers.Validate(w.namespace); err != nil {
+// openParent asks containerd for the init of the parent's task in the
+// caller's containerd namespace, so only a parent in that namespace is
+// found and no file a client wrote names it, and holds the init with a
+// pidfd. containerd is asked again once the pidfd is open: a pid is not
+// reused before its process is reaped, which the parent's shim reports as
+// stopped, so an unchanged answer proves the pidfd holds that init.
+func openParent(ctx context.Context, req specmod.Request, child string, sc parentScope) (*parentRef, error) {
+	// Both are validated before, by containerd and ParseRequest; check
+	// again where they name what the shim will join.
+	if err := identifiers.Validate(sc.namespace); err != nil {
 		return nil, fmt.Errorf("nsiso: containerd namespace: %w", err)
 	}
 	if err := identifiers.Validate(req.Parent); err != nil {
 		return nil, parentError(req, child, "not a containerd container ID")
 	}
-	data, err := beneath.ReadFile(w.runcRoot, filepath.Join(w.namespace, req.Parent, "state.json"), maxStateSize)
-	if errors.Is(err, os.ErrNotExist) {
+	pid, err := sc.tasks.initPID(ctx, sc.namespace, req.Parent)
+	switch {
+	case errors.Is(err, errNoTask):
 		return nil, parentError(req, child, "parent container has no task in this containerd namespace (it must exist and be running)")
-	}
-	if err != nil {
-		return nil, parentError(req, child, "cannot read the parent's runc state: %v", err)
-	}
-	var st runcState
-	if json.Unmarshal(data, &st) != nil {
-		return nil, parentError(req, child, "the parent's runc state is not runc's JSON")
-	}
-	if st.InitProcessPid <= 0 {
+	case errors.Is(err, errNotRunning):
 		return nil, parentError(req, child, "parent container is not running")
+	case err != nil:
+		return nil, parentError(req, child, "cannot look up the parent's task: %v", err)
 	}
-	fd, err := unix.PidfdOpen(st.InitProcessPid, 0)
+	fd, err := unix.PidfdOpen(int(pid), 0)
 	if err != nil {
-		return nil, parentError(req, child, "parent container is not running (init pid %d: %v)", st.InitProcessPid, err)
+		return nil, parentError(req, child, "parent container is not running (init pid %d: %v)", pid, err)
 	}
-	stat, err := procfs.ReadStat(st.InitProcessPid)
-	if err != nil || stat.StartTime != st.InitProcessStart {
+	if again, err := sc.tasks.initPID(ctx, sc.namespace, req.Parent); err != nil || again != pid {
 		unix.Close(fd)
-		return nil, parentError(req, child, "parent container is not running (its init pid %d has exited)", st.InitProcessPid)
+		return nil, parentError(req, child, "parent container is not running (its init pid %d has exited)", pid)
 	}
-	return &parentRef{id: req.Parent, pid: st.InitProcessPid, pidfd: fd}, nil
+	return &parentRef{id: req.Parent, pid: int(pid), pidfd: fd}, nil
 }
 
 func (p *parentRef) close() { unix.Close(p.pidfd) }
@@ -113,33 +95,34 @@ func (p *parentRef) proc() string { return "/proc/" + strconv.Itoa(p.pid) }
 // pinParent pins what the child will join of its parent under the child's
 // state directory and returns the pinned paths. What it mounted before an
 // error stays for the caller's cleanup, which owns the state directory.
-func pinParent(req specmod.Request, child string, w where, need specmod.Needs) (specmod.Parent, error) {
+func pinParent(ctx context.Context, req specmod.Request, child string, sc parentScope, need specmod.Needs) (specmod.Parent, error) {
 	par := specmod.Parent{ID: req.Parent}
 	if need == (specmod.Needs{}) {
 		return par, nil
 	}
-	ref, err := openParent(req, child, w)
+	ref, err := openParent(ctx, req, child, sc)
 	if err != nil {
 		return par, err
 	}
 	defer ref.close()
 
-	dir := stateDir(w.bundle)
-	if err := makeStateDir(dir); err != nil {
+	dir, err := openStateDir(sc.bundle, true)
+	if err != nil {
 		return par, fmt.Errorf("nsiso: %w", err)
 	}
+	defer dir.Close()
 	if need.IPC {
-		if par.IPCPath, err = pinNamespace(ref, specs.IPCNamespace, filepath.Join(dir, pinIPCName)); err != nil {
+		if par.IPCPath, err = pinNamespace(ref, specs.IPCNamespace, dir, pinIPCName); err != nil {
 			return par, pinError(req, child, ref, "IPC namespace", err)
 		}
 	}
 	if need.PID {
-		if par.PIDPath, err = pinNamespace(ref, specs.PIDNamespace, filepath.Join(dir, pinPIDName)); err != nil {
+		if par.PIDPath, err = pinNamespace(ref, specs.PIDNamespace, dir, pinPIDName); err != nil {
 			return par, pinError(req, child, ref, "PID namespace", err)
 		}
 	}
 	if need.Shm {
-		if par.ShmPath, err = pinShm(req, child, ref, w, filepath.Join(dir, pinShmName)); err != nil {
+		if par.ShmPath, err = pinShm(req, child, ref, sc, dir, pinShmName); err != nil {
 			return par, pinError(req, child, ref, "/dev/shm", err)
 		}
 	}
@@ -162,26 +145,37 @@ func pinError(req specmod.Request, child string, ref *parentRef, what string, er
 	return parentError(req, child, "cannot pin the parent's %s: %v", what, err)
 }
 
-// pinNamespace bind-mounts the parent's namespace file onto dst, which keeps
-// the namespace alive and identified for as long as the child needs it.
-func pinNamespace(ref *parentRef, t specs.LinuxNamespaceType, dst string) (string, error) {
+// pinNamespace bind-mounts the parent's namespace file onto name in the
+// state directory, which keeps the namespace alive and identified for as
+// long as the child needs it.
+func pinNamespace(ref *parentRef, t specs.LinuxNamespaceType, dir *os.File, name string) (string, error) {
 	src := filepath.Join(ref.proc(), "ns", string(t))
-	f, err := os.OpenFile(dst, os.O_CREATE|os.O_RDONLY|unix.O_NOFOLLOW, 0o444)
-	if err != nil {
-		return "", err
-	}
-	f.Close()
-	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
-		return "", fmt.Errorf("bind %s: %w", src, err)
-	}
 	want, err := hostns.Stat(src)
 	if err != nil {
 		return "", err
 	}
-	if got, err := hostns.Stat(dst); err != nil || got != want {
-		return "", fmt.Errorf("pinned %s is not %s", dst, src)
+	mp, err := makeMountPoint(dir, name, false)
+	if err != nil {
+		return "", err
 	}
-	return dst, nil
+	defer mp.Close()
+	if err := unix.Mount(src, beneath.FDPath(mp), "", unix.MS_BIND, ""); err != nil {
+		return "", fmt.Errorf("bind %s: %w", src, err)
+	}
+	if got, err := pinnedID(dir, name); err != nil || got != want {
+		return "", fmt.Errorf("pinned %s is not %s", mp.Name(), src)
+	}
+	return mp.Name(), nil
+}
+
+// pinnedID is the file now mounted on name in the state directory.
+func pinnedID(dir *os.File, name string) (hostns.FileID, error) {
+	f, err := reopen(dir, name)
+	if err != nil {
+		return hostns.FileID{}, err
+	}
+	defer f.Close()
+	return fileID(f)
 }
 
 // pinShm binds the parent's /dev/shm onto dst. A mount in another mount
@@ -192,8 +186,8 @@ func pinNamespace(ref *parentRef, t specs.LinuxNamespaceType, dst string) (strin
 // sandbox. Which one the parent uses is read from its spec, opened beneath
 // its root without symlinks, and checked against what the parent's init
 // sees before and after the bind.
-func pinShm(req specmod.Request, child string, ref *parentRef, w where, dst string) (string, error) {
-	src, err := openParentShm(req, child, w)
+func pinShm(req specmod.Request, child string, ref *parentRef, sc parentScope, dir *os.File, name string) (string, error) {
+	src, err := openParentShm(req, child, sc)
 	if err != nil {
 		return "", err
 	}
@@ -209,22 +203,24 @@ func pinShm(req specmod.Request, child string, ref *parentRef, w where, dst stri
 	if seen != want {
 		return "", parentError(req, child, "the parent's /dev/shm is not the one its spec binds")
 	}
-	if err := os.Mkdir(dst, 0o700); err != nil {
+	mp, err := makeMountPoint(dir, name, true)
+	if err != nil {
 		return "", err
 	}
-	if err := unix.Mount(beneath.FDPath(src), dst, "", unix.MS_BIND, ""); err != nil {
+	defer mp.Close()
+	if err := unix.Mount(beneath.FDPath(src), beneath.FDPath(mp), "", unix.MS_BIND, ""); err != nil {
 		return "", fmt.Errorf("bind %s: %w", src.Name(), err)
 	}
-	if got, err := hostns.Stat(dst); err != nil || got != want {
+	if got, err := pinnedID(dir, name); err != nil || got != want {
 		return "", parentError(req, child, "the parent's /dev/shm changed while it was being pinned")
 	}
-	return dst, nil
+	return mp.Name(), nil
 }
 
 // openParentShm opens, as an O_PATH handle, the host directory the parent's
 // /dev/shm binds, refusing any source nsiso does not own.
-func openParentShm(req specmod.Request, child string, w where) (*os.File, error) {
-	data, err := beneath.ReadFile(w.taskDir(), filepath.Join(req.Parent, "config.json"), maxSpecSize)
+func openParentShm(req specmod.Request, child string, sc parentScope) (*os.File, error) {
+	data, err := beneath.ReadFile(sc.taskDir(), filepath.Join(req.Parent, "config.json"), maxSpecSize)
 	if err != nil {
 		return nil, parentError(req, child, "cannot read the parent's spec: %v", err)
 	}
@@ -248,13 +244,13 @@ func openParentShm(req specmod.Request, child string, w where) (*os.File, error)
 	if src == "" {
 		return nil, parentError(req, child, "the parent's /dev/shm lives only inside its mount namespace, so it cannot be shared; start the parent with runtime %s and nsiso/ipc-mode=private, or give this container nsiso/ipc-mode=private", RuntimeName)
 	}
-	own := filepath.Join(w.taskDir(), req.Parent)
+	own := filepath.Join(sc.taskDir(), req.Parent)
 	for _, name := range []string{ownShmName, pinShmName} {
 		if src == filepath.Join(stateDir(own), name) {
-			return openDir(w.taskDir(), filepath.Join(req.Parent, stateDirName, name))
+			return openDir(sc.taskDir(), filepath.Join(req.Parent, stateDirName, name))
 		}
 	}
-	if pod, ok := criPodShm(w, req.Parent); ok && src == filepath.Join(pod.root, pod.rel) {
+	if pod, ok := criPodShm(sc, req.Parent); ok && src == filepath.Join(pod.root, pod.rel) {
 		return openDir(pod.root, pod.rel)
 	}
 	if src == specmod.HostShmSource {

@@ -29,7 +29,7 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return NewService(runc), nil
+			return NewService(runc, ic.Properties[plugins.PropertyGRPCAddress]), nil
 		},
 	})
 }

@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
@@ -27,16 +26,26 @@ const RuntimeName = "io.containerd.nsiso.v1"
 type service struct {
 	taskAPI.TTRPCTaskService
 
-	host hostns.Checker
+	host  hostns.Checker
+	tasks taskSource
 
 	mu sync.Mutex
-	// bundles maps a container to its bundle, for Delete, which is not told.
-	bundles map[string]string
+	// created maps a container to what Delete, which is not told, needs.
+	created map[string]createdTask
 }
 
-// NewService wraps runc.v2's task service.
-func NewService(runc taskAPI.TTRPCTaskService) taskAPI.TTRPCTaskService {
-	return &service{TTRPCTaskService: runc, bundles: map[string]string{}}
+// createdTask is what Delete needs to know of a container nsiso created.
+type createdTask struct {
+	bundle string
+	// mounted is set when nsiso mounted something for the container.
+	mounted bool
+}
+
+// NewService wraps runc.v2's task service; containerdAddress is the gRPC
+// address of the containerd that started the shim, which is asked for a
+// parent's task.
+func NewService(runc taskAPI.TTRPCTaskService, containerdAddress string) taskAPI.TTRPCTaskService {
+	return &service{TTRPCTaskService: runc, tasks: &containerdTasks{address: containerdAddress}, created: map[string]createdTask{}}
 }
 
 // RegisterTTRPC serves the wrapper, not the runc service it embeds.
@@ -50,35 +59,36 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	defer func() {
 		if retErr != nil {
-			if err := cleanupState(r.Bundle); err != nil {
+			if err := cleanupState(r.Bundle, true); err != nil {
 				log.G(ctx).WithError(err).WithField("id", r.ID).Warn("nsiso: cleanup after failed create")
 			}
 		}
 	}()
-	joined, err := s.prepare(ctx, r)
+	p, err := s.prepare(ctx, r)
+	defer p.held.close()
 	if err != nil {
-		return nil, refusal(ctx, r.ID, err)
+		return nil, toGRPC(ctx, r.ID, err)
 	}
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil {
 		// runc reports joining the namespaces of a parent that died after
 		// they were pinned as "broken pipe" or "unable to spawn stage-2":
 		// say what happened instead.
-		if joined != nil && !joined.running() {
-			return nil, refusal(ctx, r.ID, parentError(joined.req, r.ID, "parent container exited while this container was being created"))
+		if p.joined != nil && !p.joined.running(ctx) {
+			return nil, toGRPC(ctx, r.ID, parentError(p.joined.req, r.ID, "parent container exited while this container was being created"))
 		}
 		return nil, err
 	}
 	s.mu.Lock()
-	s.bundles[r.ID] = r.Bundle
+	s.created[r.ID] = createdTask{bundle: r.Bundle, mounted: p.mounted}
 	s.mu.Unlock()
 	return resp, nil
 }
 
-// refusal turns a policy refusal into InvalidArgument, which containerd
+// toGRPC turns a policy refusal into InvalidArgument, which containerd
 // passes to its client as one line, and any other error into its gRPC
 // form.
-func refusal(ctx context.Context, id string, err error) error {
+func toGRPC(ctx context.Context, id string, err error) error {
 	var pe *specmod.Error
 	if errors.As(err, &pe) {
 		log.G(ctx).WithField("id", id).Info(err.Error())
@@ -90,12 +100,13 @@ func refusal(ctx context.Context, id string, err error) error {
 // joinedParent is a parent whose namespaces a Create pinned.
 type joinedParent struct {
 	req specmod.Request
-	w   where
+	sc  parentScope
 }
 
-// running tells whether the parent's init is still the one that was pinned.
-func (j *joinedParent) running() bool {
-	ref, err := openParent(j.req, "", j.w)
+// running tells whether the parent's task still runs the init that was
+// pinned.
+func (j *joinedParent) running(ctx context.Context) bool {
+	ref, err := openParent(ctx, j.req, "", j.sc)
 	if err != nil {
 		return false
 	}
@@ -103,81 +114,98 @@ func (j *joinedParent) running() bool {
 	return ref.alive()
 }
 
+// prepared is what nsiso's part of a Create leaves for the rest of it.
+type prepared struct {
+	// joined is the parent whose namespaces were pinned, if any.
+	joined *joinedParent
+	// held are the client's namespace files, open until runc joined them.
+	held *heldNamespaces
+	// mounted is set when nsiso mounted anything for the container.
+	mounted bool
+}
+
 // prepare does nsiso's part of a Create: options, policy, pins, spec, and
 // the plan's mounts. What it mounted before an error is Create's to clean.
-// It returns the parent it pinned, if any.
-func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *joinedParent, retErr error) {
+func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (p prepared, _ error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
-		return nil, err
+		return p, err
 	}
 	opts, err := resolveOptions(r.Options)
 	if err != nil {
-		return nil, err
+		return p, err
 	}
 	if r.Options, err = opts.runcAny(); err != nil {
-		return nil, err
+		return p, err
 	}
 	b, err := readBundleSpec(r.Bundle)
 	if err != nil {
-		return nil, fmt.Errorf("nsiso: %w", err)
+		return p, fmt.Errorf("nsiso: %w", err)
 	}
-	defer func() {
-		var pe *specmod.Error
-		if errors.As(retErr, &pe) && pe.Pod == "" {
-			pe.Pod = specmod.PodName(b.Spec.Annotations)
-		}
-	}()
+	pod := specmod.PodName(b.Spec.Annotations)
 	req, err := specmod.ParseRequest(r.ID, b.Spec.Annotations)
 	if err != nil {
-		return nil, err
+		return p, inPod(err, pod)
 	}
-	root := opts.runc.Root
-	if root == "" {
-		root = process.RuncRoot
+	if err := specmod.CheckNamespacePaths(r.ID, &b.Spec); err != nil {
+		return p, inPod(err, pod)
 	}
-	w := where{namespace: ns, runcRoot: root, bundle: r.Bundle}
+	if p.held, err = holdNamespaces(r.ID, &b.Spec, opts.policy); err != nil {
+		return p, inPod(err, pod)
+	}
+	sc := parentScope{namespace: ns, tasks: s.tasks, bundle: r.Bundle}
 	need := specmod.ParentNeeds(&b.Spec, req)
-	parent, err := pinParent(req, r.ID, w, need)
+	p.mounted = need != (specmod.Needs{})
+	parent, err := pinParent(ctx, req, r.ID, sc, need)
 	if err != nil {
-		return nil, err
+		return p, inPod(err, pod)
 	}
-	var joined *joinedParent
-	if need != (specmod.Needs{}) {
-		joined = &joinedParent{req: req, w: w}
+	if p.mounted {
+		p.joined = &joinedParent{req: req, sc: sc}
 	}
 	in := specmod.Input{
 		ID: r.ID, Request: req, Policy: opts.policy, Parent: parent, Host: &s.host,
-		Bundle: r.Bundle, OwnShmDir: ownShmDir(r.Bundle),
+		Bundle: r.Bundle, OwnShmDir: ownShmDir(r.Bundle), ClientPaths: p.held.paths,
 	}
-	pod, isPod := criPodShm(w, r.ID)
+	podShm, isPod := criPodShm(sc, r.ID)
 	if isPod && req.Sandbox {
-		in.PodShmPath = filepath.Join(pod.root, pod.rel)
+		in.PodShmPath = filepath.Join(podShm.root, podShm.rel)
 	}
 	plan, err := specmod.Rewrite(&b.Spec, in)
 	if err != nil {
-		return nil, err
+		return p, inPod(err, pod)
 	}
 	if plan.PodShm != nil {
-		if err := resizePodShm(pod, plan.PodShm.Size); err != nil {
-			return nil, fmt.Errorf("nsiso: pod sandbox %q: resize /dev/shm: %w", r.ID, err)
+		if err := resizePodShm(podShm, plan.PodShm.Size); err != nil {
+			return p, fmt.Errorf("nsiso: pod sandbox %q: resize /dev/shm: %w", r.ID, err)
 		}
 	}
 	if plan.OwnShm != nil {
-		if err := mountOwnShm(in.OwnShmDir, plan.OwnShm); err != nil {
-			return nil, fmt.Errorf("nsiso: container %q: %w", r.ID, err)
+		p.mounted = true
+		if err := mountOwnShm(r.Bundle, plan.OwnShm); err != nil {
+			return p, fmt.Errorf("nsiso: container %q: %w", r.ID, err)
 		}
 	}
 	written, err := b.writeIfChanged()
 	if err != nil {
-		return nil, fmt.Errorf("nsiso: write spec: %w", err)
+		return p, fmt.Errorf("nsiso: write spec: %w", err)
 	}
 	// Fields are only gathered when the line is logged: this runs on
 	// every Create.
 	if l := log.G(ctx); l.Logger.IsLevelEnabled(log.DebugLevel) {
 		l.WithField("id", r.ID).WithField("parent", req.Parent).WithField("written", written).Debug("nsiso: spec rewritten")
 	}
-	return joined, nil
+	return p, nil
+}
+
+// inPod names the pod a refused container belongs to: CRI's container IDs
+// mean nothing to a user.
+func inPod(err error, pod string) error {
+	var pe *specmod.Error
+	if pod != "" && errors.As(err, &pe) && pe.Pod == "" {
+		pe.Pod = pod
+	}
+	return err
 }
 
 // Delete lets runc delete the container, then removes nsiso's mounts.
@@ -187,11 +215,11 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		return resp, err
 	}
 	s.mu.Lock()
-	bundle, ok := s.bundles[r.ID]
-	delete(s.bundles, r.ID)
+	c, ok := s.created[r.ID]
+	delete(s.created, r.ID)
 	s.mu.Unlock()
 	if ok {
-		if err := cleanupState(bundle); err != nil {
+		if err := cleanupState(c.bundle, c.mounted); err != nil {
 			log.G(ctx).WithError(err).WithField("id", r.ID).Warn("nsiso: cleanup after delete")
 		}
 	}

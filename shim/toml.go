@@ -81,7 +81,7 @@ func parseFlatTOML(data []byte) ([]tomlEntry, error) {
 			continue
 		}
 		if first, dup := seen[e.key]; dup {
-			return nil, fmt.Errorf("line %d: key %q is set twice (first on line %d)", n, e.key, first)
+			return nil, fmt.Errorf("line %d: key %q is set twice (first on line %d)", n, specmod.Truncate(e.key), first)
 		}
 		seen[e.key] = n
 		out = append(out, e)

@@ -19,24 +19,31 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	key, value := Truncate(e.Key), Truncate(e.Value)
+	key, value, reason := Truncate(e.Key), Truncate(e.Value), cut(e.Reason, MaxReason)
 	if e.Pod != "" {
-		return fmt.Sprintf("nsiso: container %q of pod %q: %s=%q: %s", Truncate(e.Container), Truncate(e.Pod), key, value, e.Reason)
+		return fmt.Sprintf("nsiso: container %q of pod %q: %s=%q: %s", Truncate(e.Container), Truncate(e.Pod), key, value, reason)
 	}
-	return fmt.Sprintf("nsiso: container %q: %s=%q: %s", Truncate(e.Container), key, value, e.Reason)
+	return fmt.Sprintf("nsiso: container %q: %s=%q: %s", Truncate(e.Container), key, value, reason)
 }
 
 // MaxEcho is how many bytes of a user's value a message repeats: enough to
 // recognise it, never enough to turn one bad annotation into a log flood.
 const MaxEcho = 128
 
+// MaxReason bounds a refusal's reason, which names values (cut to MaxEcho)
+// of its own: a backstop, so that no refusal is ever longer than a few
+// lines whatever it quotes.
+const MaxReason = 1024
+
 // Truncate shortens s to MaxEcho bytes (on a rune boundary) with an
 // ellipsis, for messages that echo what a user wrote.
-func Truncate(s string) string {
-	if len(s) <= MaxEcho {
+func Truncate(s string) string { return cut(s, MaxEcho) }
+
+func cut(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	i := MaxEcho
+	i := n
 	for i > 0 && !utf8.RuneStart(s[i]) {
 		i--
 	}

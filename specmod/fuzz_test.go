@@ -107,7 +107,8 @@ func validID(s string) bool {
 func isSep(c byte) bool { return c == '.' || c == '_' || c == '-' }
 
 // parseMounts reads fuzzed mounts, one per line: destination|type|source|
-// comma-separated options.
+// options separated by ";" (so that one option may hold a ",", which runc
+// passes on to the kernel as it is).
 func parseMounts(text string) []specs.Mount {
 	var out []specs.Mount
 	for _, line := range strings.Split(text, "\n") {
@@ -117,11 +118,101 @@ func parseMounts(text string) []specs.Mount {
 		}
 		m := specs.Mount{Destination: f[0], Type: f[1], Source: f[2]}
 		if len(f) == 4 && f[3] != "" {
-			m.Options = strings.Split(f[3], ",")
+			m.Options = strings.Split(f[3], ";")
 		}
 		out = append(out, m)
 	}
 	return out
+}
+
+// The oracle below reads options as runc and the kernel do, written apart
+// from the engine: runc joins its options with "," into the mount data
+// (flags never hold a "," or a "="), tmpfs reads sizes with memparse (base
+// 0, so "0x" is hex and a leading "0" octal), overlayfs splits at commas
+// and colons not escaped by a backslash.
+
+// kernelData is the mount data runc hands the kernel, split at ",".
+func kernelData(opts []string) []string {
+	return strings.Split(strings.Join(opts, ","), ",")
+}
+
+// tmpfsMaxBytes is the size limit the kernel gives a tmpfs with these
+// options; ok is false when it is unlimited or not a byte count.
+func tmpfsMaxBytes(opts []string) (n uint64, ok bool) {
+	size, found := "", false
+	for _, o := range kernelData(opts) {
+		if v, cut := strings.CutPrefix(o, "size="); cut {
+			size, found = v, true
+		}
+		if strings.HasPrefix(o, "nr_blocks=") {
+			return 0, false
+		}
+	}
+	if !found {
+		return 0, false
+	}
+	return memparse(size)
+}
+
+func memparse(v string) (uint64, bool) {
+	base, digits := uint64(10), v
+	switch {
+	case strings.HasPrefix(v, "0x") || strings.HasPrefix(v, "0X"):
+		base, digits = 16, v[2:]
+	case len(v) > 1 && v[0] == '0':
+		base, digits = 8, v[1:]
+	}
+	var n uint64
+	i := 0
+	for ; i < len(digits); i++ {
+		d := strings.IndexByte("0123456789abcdef", digits[i]|0x20)
+		if d < 0 || uint64(d) >= base {
+			break
+		}
+		n = n*base + uint64(d)
+		if n > 1<<62 {
+			return 0, false
+		}
+	}
+	shift := map[string]uint{"": 0, "k": 10, "K": 10, "m": 20, "M": 20, "g": 30, "G": 30, "t": 40, "T": 40, "p": 50, "P": 50, "e": 60, "E": 60}
+	sh, known := shift[digits[i:]]
+	if !known || n > 1<<(62-sh) {
+		return 0, false
+	}
+	return n << sh, n > 0
+}
+
+// overlayLayers are the host paths an overlay's options name, as
+// overlayfs parses them.
+func overlayLayers(opts []string) []string {
+	var out []string
+	for _, o := range splitEscaped(strings.Join(opts, ","), ',') {
+		k, v, _ := strings.Cut(o, "=")
+		switch k {
+		case "lowerdir", "lowerdir+", "datadir+", "upperdir", "workdir":
+			for _, l := range splitEscaped(v, ':') {
+				if l = strings.ReplaceAll(l, "\\", ""); l != "" {
+					out = append(out, l)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func splitEscaped(s string, sep byte) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case sep:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
 }
 
 const fuzzMax = 1 << 30
@@ -141,6 +232,12 @@ func FuzzRewrite(f *testing.F) {
 	f.Add("/dev/shm|tmpfs|shm|size=50%", "private", "", "", uint8(0), "rootfs")
 	f.Add("/dev/shm|tmpfs|shm|nr_blocks=999999999", "", "", "", uint8(0), "rootfs")
 	f.Add("/o|overlay|overlay|lowerdir=/a:/dev/shm/f,upperdir=/u", "", "", "share-parent", uint8(0), "rootfs")
+	// One option that runc joins into the data beside the others.
+	f.Add("/dev/shm|tmpfs|shm|size=1m;mode=1777,size=0", "", "", "", uint8(0), "rootfs")
+	f.Add("/dev/shm|tmpfs|shm|size=1m;mode=1777,size=0", "private", "", "", uint8(0), "rootfs")
+	f.Add("/o|overlay|overlay|index=off,lowerdir=/dev/shm:/x", "", "", "", uint8(0), "rootfs")
+	f.Add("/o|overlay|overlay|lowerdir=/x\\;,lowerdir=/dev/shm", "", "", "", uint8(0), "rootfs")
+	f.Add("/dev/shm|tmpfs|shm|size=1m\n/dev|tmpfs|tmpfs|size=0", "", "", "", uint8(0), "rootfs")
 	f.Fuzz(func(t *testing.T, mounts, ipc, size, pid string, cri uint8, root string) {
 		s := baseSpec()
 		s.Root.Path = root
@@ -186,21 +283,33 @@ func checkInvariants(t *testing.T, s *specs.Spec, in Input, plan Plan) {
 			}
 			continue
 		}
-		for _, src := range mountSources(m, in.Bundle) {
-			if host, err := (fakeHost{}).ExposesHostShm(src.path, src.recursive); host || err != nil {
+		var paths []string
+		recursive := false
+		switch {
+		case IsBind(m):
+			paths, recursive = []string{hostPath(in.Bundle, m.Source)}, hasOption(m.Options, "rbind")
+		case m.Type == "overlay":
+			paths = overlayLayers(m.Options)
+		}
+		for _, p := range paths {
+			if !strings.HasPrefix(p, "/") {
+				t.Fatalf("accepted mount %+v with a relative host path %q", m, p)
+			}
+			if host, err := (fakeHost{}).ExposesHostShm(p, recursive); host || err != nil {
 				t.Fatalf("accepted mount %+v exposing the host's /dev/shm (%v)", m, err)
 			}
 		}
-		if i == shm && isTmpfs(m) {
-			v, ok := optionValue(m.Options, "size=")
-			n, parsed := parseTmpfsSize(v)
-			if !ok || !parsed || n <= 0 || n > fuzzMax {
-				t.Fatalf("accepted /dev/shm tmpfs %q outside the cap", m.Options)
-			}
-			if _, ok := optionValue(m.Options, "nr_blocks="); ok {
-				t.Fatalf("accepted /dev/shm tmpfs sized in blocks: %q", m.Options)
+		if i == shm && !IsBind(m) {
+			if n, ok := tmpfsMaxBytes(m.Options); m.Type != "tmpfs" || !ok || n > fuzzMax {
+				t.Fatalf("accepted /dev/shm %s %q outside the cap (kernel reads %d, %v)", m.Type, m.Options, n, ok)
 			}
 		}
+		if d := MountDest(m); shm >= 0 && i > shm && (d == "/dev" || d == "/") {
+			t.Fatalf("accepted a mount on %s that hides the capped /dev/shm", d)
+		}
+	}
+	if ns, ok := namespace(s, specs.MountNamespace); !ok || ns.Path != "" && !strings.HasPrefix(ns.Path, "/") {
+		t.Fatalf("accepted a spec without a mount namespace of its own: %+v", s.Linux.Namespaces)
 	}
 	if plan.OwnShm != nil && (plan.OwnShm.Size <= 0 || plan.OwnShm.Size > fuzzMax) {
 		t.Fatalf("own /dev/shm of %d bytes outside the cap", plan.OwnShm.Size)

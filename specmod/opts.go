@@ -171,8 +171,38 @@ func MountDest(m specs.Mount) string {
 	return path.Clean("/" + m.Destination)
 }
 
-// setOption replaces every option starting with prefix by opt, or appends it.
+// KernelOptions is a mount's options as the kernel receives them: runc
+// joins every option that is not one of its flags with "," into the mount
+// data, and the kernel splits the data at every ",", so that one spec
+// option "mode=1777,size=0" reaches it as two. No flag name holds a comma,
+// so splitting every option keeps the kernel's order, flags among it. The
+// options are returned as they are when none holds a comma.
+func KernelOptions(opts []string) []string {
+	split := false
+	for _, o := range opts {
+		if o == "" || strings.Contains(o, ",") {
+			split = true
+			break
+		}
+	}
+	if !split {
+		return opts
+	}
+	out := make([]string, 0, len(opts)+1)
+	for _, o := range opts {
+		for _, p := range strings.Split(o, ",") {
+			if p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// setOption replaces every option starting with prefix, as the kernel will
+// read the options, by opt at the end.
 func setOption(opts []string, prefix, opt string) []string {
+	opts = KernelOptions(opts)
 	out := make([]string, 0, len(opts)+1)
 	for _, o := range opts {
 		if !strings.HasPrefix(o, prefix) {
@@ -182,9 +212,11 @@ func setOption(opts []string, prefix, opt string) []string {
 	return append(out, opt)
 }
 
+// optionValue is the value of the last option starting with prefix, as the
+// kernel will read the options: the last one is the one it keeps.
 func optionValue(opts []string, prefix string) (string, bool) {
 	v, ok := "", false
-	for _, o := range opts {
+	for _, o := range KernelOptions(opts) {
 		if strings.HasPrefix(o, prefix) {
 			v, ok = strings.TrimPrefix(o, prefix), true
 		}

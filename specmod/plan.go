@@ -30,6 +30,12 @@ type Policy struct {
 	// MaxShmSize caps every /dev/shm a container or pod owns; 0 means no
 	// cap.
 	MaxShmSize int64
+	// MaxSysvShmSize caps the System V shared memory of every IPC
+	// namespace nsiso lets runc create; 0 means MaxShmSize.
+	MaxSysvShmSize int64
+	// PageSize is the kernel's page size, the unit of kernel.shmall; 0
+	// means DefaultPageSize. The caller reads it, so the engine does no I/O.
+	PageSize int64
 }
 
 // Parent holds the parent container's namespaces as the caller pinned them,
@@ -100,6 +106,19 @@ type Input struct {
 	// sandbox, or "" when the container is not a CRI pod sandbox in CRI's
 	// containerd namespace. It is the only tmpfs a plan ever resizes.
 	PodShmPath string
+	// ClientPaths maps a namespace type whose path in the spec the caller
+	// replaced by a handle it holds open (judged and joined as one file) to
+	// the path the client wrote, which refusals name.
+	ClientPaths map[specs.LinuxNamespaceType]string
+}
+
+// clientPath is the path the client wrote for a namespace whose spec path
+// is p.
+func (in Input) clientPath(t specs.LinuxNamespaceType, p string) string {
+	if c, ok := in.ClientPaths[t]; ok {
+		return c
+	}
+	return p
 }
 
 // Plan is what Rewrite decided beyond the spec edits it made: the side
@@ -169,6 +188,9 @@ func Rewrite(s *specs.Spec, in Input) (Plan, error) {
 	if err := enforce(s, in, d, p); err != nil {
 		return Plan{}, err
 	}
+	if err := limitSysV(s, in, d.ipc); err != nil {
+		return Plan{}, err
+	}
 	return p, nil
 }
 
@@ -180,6 +202,9 @@ func decide(s *specs.Spec, in Input) (decision, error) {
 			need.PID && in.Parent.PIDPath == "" {
 			return decision{}, fmt.Errorf("specmod: parent %q of %q was not pinned", r.Parent, in.ID)
 		}
+	}
+	if err := CheckNamespacePaths(in.ID, s); err != nil {
+		return decision{}, err
 	}
 	var d decision
 	if err := decideIPC(s, in, &d); err != nil {
@@ -241,7 +266,7 @@ func decideIPC(s *specs.Spec, in Input, d *decision) error {
 	case !hasIPC:
 		d.ipc = cause{"linux.namespaces", "no ipc entry", "the spec leaves the container in the runtime's IPC namespace"}
 	case clientIPC.Path != "":
-		d.ipc = cause{"linux.namespaces.ipc.path", clientIPC.Path, ""}
+		d.ipc = cause{"linux.namespaces.ipc.path", in.clientPath(specs.IPCNamespace, clientIPC.Path), ""}
 	case r.Nested():
 		d.ipc = cause{r.ParentKey, r.Parent, "with nsiso/ipc-mode unset a nested container joins its parent's IPC namespace"}
 		d.opts = append(d.opts, WithNamespacePath(specs.IPCNamespace, in.Parent.IPCPath))
@@ -311,7 +336,7 @@ func decidePID(s *specs.Spec, in Input, d *decision) {
 		d.opts = append(d.opts, WithNewNamespace(specs.PIDNamespace))
 	default:
 		if ns, ok := namespace(s, specs.PIDNamespace); ok {
-			d.pid = cause{"linux.namespaces.pid.path", ns.Path, ""}
+			d.pid = cause{"linux.namespaces.pid.path", in.clientPath(specs.PIDNamespace, ns.Path), ""}
 		} else {
 			d.pid = cause{"linux.namespaces", "no pid entry", "the spec leaves the container in the runtime's PID namespace"}
 		}

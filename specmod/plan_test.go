@@ -56,7 +56,7 @@ type fakeHost struct{}
 
 func (fakeHost) IsHostNamespace(t specs.LinuxNamespaceType, p string) (bool, error) {
 	switch p {
-	case hostIPC, hostPID, hostPinIPC, hostPinPID:
+	case hostIPC, hostPID, hostPinIPC, hostPinPID, "/proc/1/ns/mnt":
 		return true, nil
 	case brokenNSPath:
 		return false, errors.New("stat /proc/999/ns/ipc: no such file or directory")
@@ -95,6 +95,10 @@ var (
 		return specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: o}
 	}
 )
+
+// sizedSysV is the System V limits of a new IPC namespace under sized: its
+// default /dev/shm size (specmod/sysv_test.go tests them).
+var sizedSysV = withSysctl(SysctlShmMax, "268435456", SysctlShmAll, "65536", SysctlShmMni, "4096")
 
 // edit helpers build the expected spec from baseSpec.
 func setShm(m specs.Mount) func(*specs.Spec) {
@@ -135,7 +139,7 @@ func TestRewrite(t *testing.T) {
 	}{
 		// IPC, top-level.
 		{name: "top unset keeps new ns and client shm size", policy: strict},
-		{name: "top unset applies default shm size", policy: sized, want: setShm(shmTmpfs("268435456"))},
+		{name: "top unset applies default shm size", policy: sized, want: edits(setShm(shmTmpfs("268435456")), sizedSysV)},
 		{name: "top unset keeps client path", policy: strict, client: setNS(specs.IPCNamespace, otherIPC)},
 		{name: "top unset client host ipc refused", policy: strict, client: dropNS(specs.IPCNamespace),
 			wantErr: `nsiso: container "c": linux.namespaces="no ipc entry": shares (the spec leaves the container in the runtime's IPC namespace) the host's IPC namespace, forbidden by disallow_sharing_host_ipc_namespace=true`},
@@ -146,7 +150,7 @@ func TestRewrite(t *testing.T) {
 			wantErr: `nsiso: container "c": linux.namespaces.ipc.path="/proc/999/ns/ipc": cannot tell whether this is the host's IPC namespace (stat /proc/999/ns/ipc: no such file or directory); refused because of disallow_sharing_host_ipc_namespace=true`},
 		{name: "top unset client binds host shm refused", policy: strict, client: setShm(shmBind("/dev/shm")),
 			wantErr: `nsiso: container "c": mounts./dev/shm.source="/dev/shm": shares the host's /dev/shm, forbidden by disallow_sharing_host_ipc_namespace=true`},
-		{name: "top unset client bind of other shm kept", policy: sized, client: setShm(shmBind("/run/pod/shm"))},
+		{name: "top unset client bind of other shm kept", policy: sized, client: setShm(shmBind("/run/pod/shm")), want: sizedSysV},
 		{name: "top unset host root shares host shm refused", policy: strict,
 			client:  func(s *specs.Spec) { s.Root.Path = "/"; s.Mounts = append(s.Mounts[:3], s.Mounts[4:]...) },
 			wantErr: `nsiso: container "c": root.path="/": shares (a container on the host's root sees the host's /dev/shm) the host's /dev/shm, forbidden by disallow_sharing_host_ipc_namespace=true`},
@@ -156,11 +160,12 @@ func TestRewrite(t *testing.T) {
 			client: func(s *specs.Spec) { s.Mounts = append(s.Mounts[:3], s.Mounts[4:]...) },
 			want: func(s *specs.Spec) {
 				s.Mounts = append(s.Mounts[:2], append([]specs.Mount{shmTmpfs("268435456")}, s.Mounts[2:]...)...)
+				sizedSysV(s)
 			}},
 		{name: "top private with size", policy: strict, ann: map[string]string{AnnotationIPCMode: "private", AnnotationShmSize: "128Mi"},
 			want: setShm(shmTmpfs("134217728"))},
 		{name: "top private default size", policy: sized, ann: map[string]string{AnnotationIPCMode: "private"},
-			want: setShm(shmTmpfs("268435456"))},
+			want: edits(setShm(shmTmpfs("268435456")), sizedSysV)},
 		{name: "top private no size keeps client size", policy: strict, ann: map[string]string{AnnotationIPCMode: "private"}},
 		{name: "top private overrides client host path", policy: strict, ann: map[string]string{AnnotationIPCMode: "private"},
 			client: edits(setNS(specs.IPCNamespace, hostIPC), setShm(shmBind("/dev/shm"))),
@@ -172,9 +177,9 @@ func TestRewrite(t *testing.T) {
 			}},
 		{name: "top private over max refused", policy: sized, ann: map[string]string{AnnotationIPCMode: "private", AnnotationShmSize: "2g"},
 			wantErr: `nsiso: container "c": nsiso/shm-size="2Gi": /dev/shm of 2Gi is over max_container_shm_size=1Gi`},
-		{name: "top unset client bind is not size-capped", policy: sized, client: setShm(shmBind("/run/x/shm"))},
+		{name: "top unset client bind is not size-capped", policy: sized, client: setShm(shmBind("/run/x/shm")), want: sizedSysV},
 		{name: "top unset default size replaces client size", policy: sized, client: setShm(shmTmpfs("2g")),
-			want: setShm(shmTmpfs("268435456"))},
+			want: edits(setShm(shmTmpfs("268435456")), sizedSysV)},
 		{name: "top unset client tmpfs over max without default refused", policy: Policy{MaxShmSize: 1 << 30}, client: setShm(shmTmpfs("2g")),
 			wantErr: `nsiso: container "c": mounts./dev/shm.options="size=2g": /dev/shm of 2Gi is over max_container_shm_size=1Gi`},
 		{name: "top private client tmpfs over max refused", policy: Policy{MaxShmSize: 1 << 20}, ann: map[string]string{AnnotationIPCMode: "private"},
@@ -237,7 +242,7 @@ func TestRewrite(t *testing.T) {
 		{name: "cri container private opts out of pod", policy: sized,
 			ann:    map[string]string{AnnotationCRIContainerType: "container", AnnotationCRISandboxID: "sb", AnnotationIPCMode: "private"},
 			client: edits(setNS(specs.IPCNamespace, otherIPC), setShm(shmBind("/run/sb/shm"))),
-			want:   edits(setNS(specs.IPCNamespace, ""), setShm(shmTmpfs("268435456")))},
+			want:   edits(setNS(specs.IPCNamespace, ""), setShm(shmTmpfs("268435456")), sizedSysV)},
 		{name: "cri hostIPC pod refused", policy: strict,
 			ann:     map[string]string{AnnotationCRIContainerType: "sandbox", AnnotationCRISandboxID: "sb"},
 			client:  edits(dropNS(specs.IPCNamespace), setShm(shmBind("/dev/shm"))),

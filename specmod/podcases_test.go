@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"path"
 	"testing"
@@ -31,6 +32,9 @@ type podCase struct {
 	ShareProcessNamespace bool              `json:"shareProcessNamespace"`
 	InitContainers        []string          `json:"initContainers"`
 	Containers            []string          `json:"containers"`
+	// Sysctls is the pod's securityContext.sysctls, which CRI puts in the
+	// sandbox's spec.
+	Sysctls map[string]string `json:"sysctls"`
 	// Admission and Node are the keys each layer names when it refuses
 	// the pod; "" when it admits it.
 	Admission string `json:"admission"`
@@ -180,6 +184,9 @@ func pcSandboxSpec(c podCase) *specs.Spec {
 		specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	s := pcSpec(shm, ns...)
 	s.Annotations = pcAnnotations(c, map[string]string{AnnotationCRIContainerType: criTypeSandbox})
+	if len(c.Sysctls) > 0 {
+		s.Linux.Sysctl = maps.Clone(c.Sysctls)
+	}
 	return s
 }
 

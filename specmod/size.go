@@ -38,7 +38,8 @@ func unitScale(unit string) (float64, bool) {
 const maxSize = 1 << 60
 
 // ParseSize parses a size such as "256Mi", "1Gi", "512m", "1g", "1.5G" or a
-// bare number of bytes. The result is a positive number of bytes.
+// bare number of bytes. The result is a positive number of bytes. Errors
+// repeat the value cut to MaxEcho bytes, as every message does.
 func ParseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	if t == "" {
@@ -50,25 +51,25 @@ func ParseSize(s string) (int64, error) {
 	}
 	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
 	if num == "" {
-		return 0, fmt.Errorf("size %q does not start with a number", s)
+		return 0, fmt.Errorf("size %q does not start with a number", Truncate(s))
 	}
 	scale, ok := unitScale(unit)
 	if !ok {
-		return 0, fmt.Errorf("size %q has unknown unit %q (use Ki, Mi, Gi, Ti, k, m, g, t or bytes)", s, strings.TrimSpace(t[i:]))
+		return 0, fmt.Errorf("size %q has unknown unit %q (use Ki, Mi, Gi, Ti, k, m, g, t or bytes)", Truncate(s), Truncate(strings.TrimSpace(t[i:])))
 	}
 	v, err := strconv.ParseFloat(num, 64)
 	if err != nil || math.IsNaN(v) {
-		return 0, fmt.Errorf("size %q is not a number", s)
+		return 0, fmt.Errorf("size %q is not a number", Truncate(s))
 	}
 	b := v * scale
 	if b > maxSize {
-		return 0, fmt.Errorf("size %q is too large", s)
+		return 0, fmt.Errorf("size %q is too large", Truncate(s))
 	}
 	if b != math.Trunc(b) {
-		return 0, fmt.Errorf("size %q is not a whole number of bytes", s)
+		return 0, fmt.Errorf("size %q is not a whole number of bytes", Truncate(s))
 	}
 	if b < 1 {
-		return 0, fmt.Errorf("size %q must be greater than zero", s)
+		return 0, fmt.Errorf("size %q must be greater than zero", Truncate(s))
 	}
 	return int64(b), nil
 }

@@ -3,7 +3,9 @@ package admission
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,6 +43,7 @@ type podCase struct {
 	ShareProcessNamespace bool              `json:"shareProcessNamespace"`
 	InitContainers        []string          `json:"initContainers"`
 	Containers            []string          `json:"containers"`
+	Sysctls               map[string]string `json:"sysctls"`
 	Admission             string            `json:"admission"`
 	Node                  string            `json:"node"`
 	NodeValue             string            `json:"nodeValue"`
@@ -87,6 +90,13 @@ func (c podCase) podTemplate(runtimeClass string) corev1.PodTemplateSpec {
 	if len(names) == 0 {
 		names = []string{"app"}
 	}
+	var sc *corev1.PodSecurityContext
+	if len(c.Sysctls) > 0 {
+		sc = &corev1.PodSecurityContext{}
+		for _, k := range slices.Sorted(maps.Keys(c.Sysctls)) {
+			sc.Sysctls = append(sc.Sysctls, corev1.Sysctl{Name: k, Value: c.Sysctls[k]})
+		}
+	}
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Annotations: c.Annotations, Labels: map[string]string{"app": "pc"}},
 		Spec: corev1.PodSpec{
@@ -94,6 +104,7 @@ func (c podCase) podTemplate(runtimeClass string) corev1.PodTemplateSpec {
 			HostIPC:               c.HostIPC,
 			HostPID:               c.HostPID,
 			ShareProcessNamespace: &c.ShareProcessNamespace,
+			SecurityContext:       sc,
 			InitContainers:        containers(c.InitContainers),
 			Containers:            containers(names),
 		},

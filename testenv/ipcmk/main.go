@@ -6,6 +6,8 @@
 // Usage:
 //
 //	ipcmk [-p mode] -M size   create a shared memory segment
+//	ipcmk -M size --touch     ... and write every page of it, so that
+//	                          the segment holds that much memory
 //	ipcmk [-p mode] -Q        create a message queue
 //	ipcmk [-p mode] -S nsems  create a semaphore set
 //
@@ -35,6 +37,7 @@ func main() {
 
 type request struct {
 	shmSize int64
+	touch   bool
 	queue   bool
 	nsems   int
 	mode    int
@@ -60,6 +63,13 @@ func run(args []string) int {
 			return 1
 		}
 		fmt.Printf("Shared memory id: %d\n", id)
+		if req.touch {
+			if err := touch(id); err != nil {
+				fmt.Fprintf(os.Stderr, "%s: touch shared memory %d: %v\n", prog, id, err)
+				return 1
+			}
+			fmt.Printf("Touched: %d bytes\n", req.shmSize)
+		}
 	}
 	if req.queue {
 		id, err := create(func(key int) (int, error) {
@@ -106,6 +116,21 @@ func create(get func(key int) (int, error)) (int, error) {
 		return id, err
 	}
 	return 0, lastErr
+}
+
+// touch attaches segment id, writes a byte to each of its pages, so the
+// kernel backs every page with memory, and detaches again; the segment
+// and its pages stay in the IPC namespace.
+func touch(id int) error {
+	b, err := unix.SysvShmAttach(id, 0, 0)
+	if err != nil {
+		return err
+	}
+	page := os.Getpagesize()
+	for i := 0; i < len(b); i += page {
+		b[i] = 1
+	}
+	return unix.SysvShmDetach(b)
 }
 
 // sysvGet calls msgget(key, a1) or semget(key, a1, a2).
@@ -160,6 +185,11 @@ func parseArgs(args []string) (*request, error) {
 			}
 			req.shmSize = size
 			any = true
+		case "--touch":
+			if hasValue {
+				return nil, fmt.Errorf("unrecognized option '%s'", a)
+			}
+			req.touch = true
 		case "-Q", "--queue":
 			if hasValue {
 				return nil, fmt.Errorf("unrecognized option '%s'", a)
@@ -193,6 +223,9 @@ func parseArgs(args []string) (*request, error) {
 	}
 	if !any {
 		return nil, errors.New("bad usage")
+	}
+	if req.touch && req.shmSize == 0 {
+		return nil, errors.New("--touch needs -M")
 	}
 	return req, nil
 }
@@ -250,6 +283,7 @@ Options:
  -S, --semaphore <number> create semaphore array with <number> elements
  -Q, --queue              create message queue
  -p, --mode <mode>        permission for the resource (default is 0644)
+     --touch              write every page of the new shared memory segment
 
  -h, --help               display this help
  -V, --version            display version

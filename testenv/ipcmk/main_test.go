@@ -32,6 +32,7 @@ func TestParseArgs(t *testing.T) {
 		"-Q --mode=0640":       {queue: true, mode: 0o640},
 		"-S 3 -M 1 -Q":         {shmSize: 1, queue: true, nsems: 3, mode: 0o644},
 		"--semaphore=2 -p0777": {nsems: 2, mode: 0o777},
+		"-M 1M --touch":        {shmSize: 1 << 20, touch: true, mode: 0o644},
 	}
 	for in, want := range ok {
 		got, err := parseArgs(strings.Fields(in))
@@ -39,7 +40,7 @@ func TestParseArgs(t *testing.T) {
 			t.Errorf("parseArgs(%q) = %+v, %v; want %+v", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "-M", "-M 0", "-M x", "-S 0", "-p 9 -Q", "-p 1000 -Q", "-Qx", "-X", "-p 600", "extra"} {
+	for _, bad := range []string{"", "-M", "-M 0", "-M x", "-S 0", "-p 9 -Q", "-p 1000 -Q", "-Qx", "-X", "-p 600", "extra", "--touch", "-Q --touch", "--touch=1 -M 1"} {
 		if got, err := parseArgs(strings.Fields(bad)); err == nil {
 			t.Errorf("parseArgs(%q) = %+v, want error", bad, got)
 		}

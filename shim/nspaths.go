@@ -1,0 +1,81 @@
+package shim
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/nsiso/nsiso/specmod"
+)
+
+// heldNamespaces are the namespace files a client's spec names, held open
+// from the moment nsiso judges them until runc has joined them: the spec
+// then names the handle (/proc/<shim>/fd/<n>), not the path, so a symlink
+// the client flips after the judgement changes nothing.
+type heldNamespaces struct {
+	files []*os.File
+	// paths maps each type held to the path the client wrote.
+	paths map[specs.LinuxNamespaceType]string
+}
+
+// judged tells whether the node's rules judge namespaces of type t: only
+// those are held, so that a spec the rules leave alone costs nothing.
+func judged(p specmod.Policy, t specs.LinuxNamespaceType) bool {
+	switch t {
+	case specs.IPCNamespace, specs.MountNamespace:
+		return p.DisallowHostIPC
+	case specs.PIDNamespace:
+		return p.DisallowHostPID
+	}
+	return false
+}
+
+// holdNamespaces opens every namespace path of a judged type in s, as runc
+// would open it (following symlinks), and points the spec at the handle.
+// A path that cannot be opened is left as it is: the rules judge it by
+// name (the host's pid 1, which this process may not open) or refuse it,
+// and runc would fail on it. A path that opens to anything but a namespace
+// file is refused.
+func holdNamespaces(id string, s *specs.Spec, p specmod.Policy) (*heldNamespaces, error) {
+	h := &heldNamespaces{}
+	if s.Linux == nil {
+		return h, nil
+	}
+	for i, n := range s.Linux.Namespaces {
+		if n.Path == "" || !filepath.IsAbs(n.Path) || !judged(p, n.Type) {
+			continue
+		}
+		f, err := os.OpenFile(n.Path, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		var fs unix.Statfs_t
+		if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil || fs.Type != unix.NSFS_MAGIC {
+			f.Close()
+			h.close()
+			return nil, &specmod.Error{Container: id, Key: "linux.namespaces." + string(n.Type) + ".path", Value: n.Path, Reason: "not a namespace file"}
+		}
+		h.files = append(h.files, f)
+		if h.paths == nil {
+			h.paths = map[specs.LinuxNamespaceType]string{}
+		}
+		h.paths[n.Type] = n.Path
+		s.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/fd/%s", os.Getpid(), strconv.Itoa(int(f.Fd())))
+	}
+	return h, nil
+}
+
+// close lets the namespaces go; runc has joined them, or will not.
+func (h *heldNamespaces) close() {
+	if h == nil {
+		return
+	}
+	for _, f := range h.files {
+		f.Close()
+	}
+	h.files = nil
+}
