@@ -113,7 +113,7 @@ func parseMounts(text string) []specs.Mount {
 	var out []specs.Mount
 	for _, line := range strings.Split(text, "\n") {
 		f := strings.SplitN(line, "|", 4)
-		if len(f) < 3 {
+		if len(f) < 3 || f[0] == "sysctl" {
 			continue
 		}
 		m := specs.Mount{Destination: f[0], Type: f[1], Source: f[2]}
@@ -188,12 +188,16 @@ func overlayLayers(opts []string) []string {
 	var out []string
 	for _, o := range splitEscaped(strings.Join(opts, ","), ',') {
 		k, v, _ := strings.Cut(o, "=")
+		var layers []string
 		switch k {
-		case "lowerdir", "lowerdir+", "datadir+", "upperdir", "workdir":
-			for _, l := range splitEscaped(v, ':') {
-				if l = strings.ReplaceAll(l, "\\", ""); l != "" {
-					out = append(out, l)
-				}
+		case "lowerdir":
+			layers = splitEscaped(v, ':')
+		case "lowerdir+", "datadir+", "upperdir", "workdir":
+			layers = []string{v}
+		}
+		for _, l := range layers {
+			if l = strings.ReplaceAll(l, "\\", ""); l != "" {
+				out = append(out, l)
 			}
 		}
 	}
@@ -213,6 +217,20 @@ func splitEscaped(s string, sep byte) []string {
 		}
 	}
 	return append(out, s[start:])
+}
+
+// parseSysctls reads fuzzed sysctls from the same lines: sysctl|key|value.
+func parseSysctls(text string) map[string]string {
+	var out map[string]string
+	for _, line := range strings.Split(text, "\n") {
+		if f := strings.SplitN(line, "|", 3); len(f) == 3 && f[0] == "sysctl" {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[f[1]] = f[2]
+		}
+	}
+	return out
 }
 
 const fuzzMax = 1 << 30
@@ -238,10 +256,14 @@ func FuzzRewrite(f *testing.F) {
 	f.Add("/o|overlay|overlay|index=off,lowerdir=/dev/shm:/x", "", "", "", uint8(0), "rootfs")
 	f.Add("/o|overlay|overlay|lowerdir=/x\\;,lowerdir=/dev/shm", "", "", "", uint8(0), "rootfs")
 	f.Add("/dev/shm|tmpfs|shm|size=1m\n/dev|tmpfs|tmpfs|size=0", "", "", "", uint8(0), "rootfs")
+	f.Add("sysctl|kernel.shmall|18446744073692774399\nsysctl|kernel/shmmax|0x10", "", "", "", uint8(0), "rootfs")
+	f.Add("sysctl|kernel.shmmax|1073741824\nsysctl|kernel.shm_rmid_forced|1", "", "", "", uint8(1), "rootfs")
+	f.Add("sysctl|kernel.msgmnb|1", "", "", "", uint8(2), "rootfs")
 	f.Fuzz(func(t *testing.T, mounts, ipc, size, pid string, cri uint8, root string) {
 		s := baseSpec()
 		s.Root.Path = root
 		s.Mounts = parseMounts(mounts)
+		s.Linux.Sysctl = parseSysctls(mounts)
 		s.Annotations = fuzzAnnotations(ipc, size, pid, "", "", "", cri)
 		r, err := ParseRequest("c", s.Annotations)
 		if err != nil {
@@ -308,6 +330,7 @@ func checkInvariants(t *testing.T, s *specs.Spec, in Input, plan Plan) {
 			t.Fatalf("accepted a mount on %s that hides the capped /dev/shm", d)
 		}
 	}
+	checkSysV(t, s)
 	if ns, ok := namespace(s, specs.MountNamespace); !ok || ns.Path != "" && !strings.HasPrefix(ns.Path, "/") {
 		t.Fatalf("accepted a spec without a mount namespace of its own: %+v", s.Linux.Namespaces)
 	}
@@ -318,5 +341,50 @@ func checkInvariants(t *testing.T, s *specs.Spec, in Input, plan Plan) {
 		if !in.Request.Sandbox || p.Path != in.PodShmPath || p.Size <= 0 || p.Size > fuzzMax {
 			t.Fatalf("resize %+v of a pod /dev/shm that is not this sandbox's own within the cap", p)
 		}
+	}
+}
+
+// checkSysV holds an accepted spec's System V limits to the cap, read as
+// runc writes them (a "/" in a key's first separator swaps "/" and ".")
+// and as the kernel parses them: a new IPC namespace has shmmax and shmall
+// within the cap, a joined one no IPC sysctl at all.
+func checkSysV(t *testing.T, s *specs.Spec) {
+	t.Helper()
+	ns, ok := namespace(s, specs.IPCNamespace)
+	if !ok {
+		return
+	}
+	got := map[string]uint64{}
+	for k, v := range s.Linux.Sysctl {
+		name := k
+		if i := strings.IndexAny(k, "./"); i >= 0 && k[i] == '/' {
+			name = strings.NewReplacer("/", ".", ".", "/").Replace(k)
+		}
+		// runc's list of the IPC namespace's sysctls.
+		switch name {
+		case "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+			"kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced":
+		default:
+			if !strings.HasPrefix(name, "fs.mqueue.") {
+				continue
+			}
+		}
+		if ns.Path != "" {
+			t.Fatalf("accepted IPC sysctl %s=%q on a container joining %s", k, v, ns.Path)
+		}
+		n, ok := memparse(strings.TrimSpace(v))
+		if !ok && v != "0" {
+			n = 1 << 63 // unreadable: as good as unlimited
+		}
+		got[name] = n
+	}
+	if ns.Path != "" {
+		return
+	}
+	if all, ok := got["kernel.shmall"]; !ok || all > fuzzMax/DefaultPageSize {
+		t.Fatalf("accepted a new IPC namespace with kernel.shmall %d (set %v) over the cap", all, ok)
+	}
+	if max, ok := got["kernel.shmmax"]; !ok || max > fuzzMax {
+		t.Fatalf("accepted a new IPC namespace with kernel.shmmax %d (set %v) over the cap", max, ok)
 	}
 }
