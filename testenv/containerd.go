@@ -294,21 +294,36 @@ func (c *Containerd) launch(ctx context.Context) error {
 // Restart stops the daemon with SIGTERM, as a service manager would, and
 // starts it again with the same command line, so it rereads its config
 // (and the files that config imports). Running tasks are left alone: their
-// shims outlive the daemon and the new daemon reconnects to them.
+// shims outlive the daemon and the new daemon reconnects to them. After
+// Kill it only starts the daemon again.
 func (c *Containerd) Restart(ctx context.Context) error {
-	if c.cmd == nil || c.hasExited() {
+	if c.cmd == nil {
 		return errors.New("restart containerd: not running")
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-	case <-time.After(stopGracePeriod):
-		_ = c.cmd.Process.Kill()
-		<-c.exited
+	if !c.hasExited() {
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.exited:
+		case <-time.After(stopGracePeriod):
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
 	}
 	if err := c.launch(ctx); err != nil {
 		return fmt.Errorf("restart containerd: %w", err)
 	}
+	return nil
+}
+
+// Kill SIGKILLs the daemon, as the OOM killer would, and waits for it to
+// exit; whatever it was doing is cut off mid-way and its shims are left
+// running. Restart starts it again.
+func (c *Containerd) Kill() error {
+	if c.cmd == nil || c.hasExited() {
+		return errors.New("kill containerd: not running")
+	}
+	_ = c.cmd.Process.Kill()
+	<-c.exited
 	return nil
 }
 
