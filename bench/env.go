@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -258,15 +257,7 @@ func hasArg(argv []string, flag, value string) bool {
 // procStatusKB reads a "Key:   123 kB" line of /proc/<pid>/status or
 // smaps_rollup.
 func procStatusKB(pid int, file, key string) (int64, error) {
-	v := firstField(filepath.Join("/proc", strconv.Itoa(pid), file), key)
-	if v == "" {
-		return 0, fmt.Errorf("no %s in /proc/%d/%s", key, pid, file)
-	}
-	var kb int64
-	if _, err := fmt.Sscanf(v, "%d kB", &kb); err != nil {
-		return 0, fmt.Errorf("/proc/%d/%s %s %q: %w", pid, file, key, v, err)
-	}
-	return kb, nil
+	return procfs.ReadKB(pid, file, key)
 }
 
 // verifyShims starts one sleeper per runtime and records the executable

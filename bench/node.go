@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/nsiso/nsiso/internal/procfs"
@@ -184,20 +184,16 @@ func benchNode(ctx context.Context, s criSetup, pods, n, warmup int) (_ *nodeRes
 // host's), and those nsiso made: a private container's /dev/shm under its
 // bundle's nsiso directory, and parent pins.
 func countMounts() (all int, nsiso []string, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(nil)
 	if err != nil {
 		return 0, nil, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		all++
-		if fs := strings.Fields(sc.Text()); len(fs) > 4 && isNsisoMount(fs[4]) {
-			nsiso = append(nsiso, fs[4])
+	for _, m := range infos {
+		if isNsisoMount(m.Mountpoint) {
+			nsiso = append(nsiso, m.Mountpoint)
 		}
 	}
-	return all, nsiso, sc.Err()
+	return len(infos), nsiso, nil
 }
 
 // isNsisoMount tells whether a mount point is one nsiso makes under a

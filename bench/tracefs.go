@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,23 +78,12 @@ type probeRef struct {
 // findTracefs returns where tracefs is mounted, mounting it at the usual
 // place when it is not.
 func findTracefs() (root string, mounted bool, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("tracefs"))
 	if err != nil {
 		return "", false, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// The fields after " - " are the file system type and source.
-		left, right, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		if fs := strings.Fields(right); len(fs) > 0 && fs[0] == "tracefs" {
-			if lf := strings.Fields(left); len(lf) > 4 {
-				return lf[4], false, nil
-			}
-		}
+	if len(infos) > 0 {
+		return infos[0].Mountpoint, false, nil
 	}
 	root = "/sys/kernel/tracing"
 	if err := unix.Mount("nodev", root, "tracefs", 0, ""); err != nil {

@@ -33,7 +33,7 @@ import (
 // docs/security.md can: a containerd client writes any labels, OCI
 // annotations and runtime name on the containers it creates, in its own
 // containerd namespace or in CRI's; then the operator runs the audit as
-// the README says. The names must never forge a report line or reach the
+// docs/audit.md says. The names must never forge a report line or reach the
 // terminal as control characters, and a claim to be another team's pod
 // must not change that team's audit.
 

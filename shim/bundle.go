@@ -98,20 +98,8 @@ func (b *bundleSpec) changed() bool {
 }
 
 // writeIfChanged stores the rewritten mounts and namespaces, unless the
-// rewrite left them as they were: then config.json is already what runc
-// must read, and writing it again would only cost file system work on
-// every container. It reports whether it wrote.
-//
-// config.json is written over in place. Nothing reads it while nsiso
-// writes: runc reads it only once Create hands the bundle over, a child
-// reads its parent's only once the parent's runc state exists (after this
-// Create), and a Create that fails half way leaves a bundle containerd
-// removes. A temporary file renamed over it would cost an inode, a
-// directory entry and, on ext4, an immediate flush of the new file (its
-// replace-by-rename heuristic) per container. There is no fsync, as
-// containerd writes the bundle without one: the bundle lives in
-// containerd's state directory, which does not outlive a reboot (a tmpfs
-// on a node).
+// rewrite left them as they were, and reports whether it wrote.
+// In place, no rename or fsync: nothing reads config.json until runc gets the bundle (docs/performance.md).
 func (b *bundleSpec) writeIfChanged() (bool, error) {
 	if !b.changed() {
 		return false, nil

@@ -1,10 +1,10 @@
 package testenv
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/nsiso/nsiso/internal/procfs"
@@ -177,58 +178,26 @@ func mountPointsUnder(dir string) ([]string, error) {
 		return nil, err
 	}
 	defer f.Close()
-	type mp struct {
-		path  string
-		order int
-	}
-	var mps []mp
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for n := 0; sc.Scan(); n++ {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		p := unescapeMountPath(fields[4])
-		if under(p, dir) {
-			mps = append(mps, mp{p, n})
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	sort.SliceStable(mps, func(i, j int) bool {
-		di, dj := strings.Count(mps[i].path, "/"), strings.Count(mps[j].path, "/")
-		if di != dj {
-			return di > dj
-		}
-		return mps[i].order > mps[j].order
-	})
-	out := make([]string, len(mps))
-	for i, m := range mps {
-		out[i] = m.path
-	}
-	return out, nil
+	return mountPointsIn(f, dir)
 }
 
-// unescapeMountPath undoes the octal escapes (\040 for space etc.) the
-// kernel uses in mountinfo.
-func unescapeMountPath(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
+// mountPointsIn is mountPointsUnder over the mountinfo text r.
+func mountPointsIn(r io.Reader, dir string) ([]string, error) {
+	infos, err := mountinfo.GetMountsFromReader(r, func(m *mountinfo.Info) (skip, stop bool) {
+		return !under(m.Mountpoint, dir), false
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mountinfo: %w", err)
 	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
+	// Later lines are later mounts: reverse, then a stable sort by depth.
+	out := make([]string, len(infos))
+	for i, m := range infos {
+		out[len(infos)-1-i] = m.Mountpoint
 	}
-	return b.String()
+	sort.SliceStable(out, func(i, j int) bool {
+		return strings.Count(out[i], "/") > strings.Count(out[j], "/")
+	})
+	return out, nil
 }
 
 // unmountUnder lazily unmounts everything mounted at or below dir. Lazy

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -51,18 +52,30 @@ func TestStrayPIDs(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountPath(t *testing.T) {
-	cases := map[string]string{
-		`/tmp/a`:                 "/tmp/a",
-		`/tmp/with\040space`:     "/tmp/with space",
-		`/tmp/tab\011and\134bs`:  "/tmp/tab\tand\\bs",
-		`/tmp/trailing\04`:       `/tmp/trailing\04`,
-		`/tmp/not\999an-escape`:  `/tmp/not\999an-escape`,
-		`/tmp/newline\012x\040y`: "/tmp/newline\nx y",
-	}
-	for in, want := range cases {
-		if got := unescapeMountPath(in); got != want {
-			t.Errorf("unescapeMountPath(%q) = %q, want %q", in, got, want)
+func TestMountPointsIn(t *testing.T) {
+	const text = `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:5 / /tmp/d rw shared:2 - tmpfs tmpfs rw
+31 30 0:6 / /tmp/d/a rw - tmpfs tmpfs rw
+32 31 0:7 / /tmp/d/a/b rw - tmpfs tmpfs rw
+33 30 0:8 / /tmp/d/with\040space rw - tmpfs tmpfs rw
+34 30 0:9 / /tmp/d/tab\011and\134bs rw - tmpfs tmpfs rw
+35 31 0:10 / /tmp/d/a rw - tmpfs tmpfs rw
+36 22 0:11 / /tmp/dd rw - tmpfs tmpfs rw
+37 30 0:12 / /tmp/d/newline\012x\040y rw - tmpfs tmpfs rw
+`
+	for _, tc := range []struct {
+		dir  string
+		want []string
+	}{
+		// Deepest first; at one depth, the later mount first.
+		{"/tmp/d", []string{"/tmp/d/a/b", "/tmp/d/newline\nx y", "/tmp/d/a", "/tmp/d/tab\tand\\bs", "/tmp/d/with space", "/tmp/d/a", "/tmp/d"}},
+		{"/tmp/d/a", []string{"/tmp/d/a/b", "/tmp/d/a", "/tmp/d/a"}},
+		{"/tmp/d/with space", []string{"/tmp/d/with space"}},
+		{"/tmp/none", []string{}},
+	} {
+		got, err := mountPointsIn(strings.NewReader(text), tc.dir)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("mountPointsIn(%q) = %q, %v; want %q", tc.dir, got, err, tc.want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
-// Package procfs reads the few fields of /proc/<pid>/stat that nsiso's
-// shim, audit, tests and benchmarks need, in one place: the command name
-// may hold spaces and parentheses, so fields are counted after the last ')'.
+// Package procfs reads the few fields of /proc/<pid>/stat and status that
+// nsiso's shim, audit, tests and benchmarks need, in one place: the command
+// name may hold spaces and parentheses, so stat's fields are counted after
+// the last ')'.
 package procfs
 
 import (
