@@ -24,7 +24,8 @@ const (
 	ShmHost = "host"
 	ShmNone = "none"
 	// ShmUnknown is a container without a live task whose spec could not
-	// be read, or binds a path that does not exist now.
+	// be read, or binds a path that does not exist now; or a live one
+	// whose /dev/shm is a symlink, which the audit does not follow.
 	ShmUnknown = "unknown"
 )
 
@@ -67,6 +68,13 @@ type Facts struct {
 	HasShm  bool
 	ShmDev  uint64
 	ShmSize int64
+	// ShmUsed is the bytes in use on it; ShmBounded is false when its file
+	// system has no size, and then neither is known.
+	ShmUsed    int64
+	ShmBounded bool
+	// ShmSymlink is set when the container's /dev/shm is a symlink, which
+	// the audit does not follow (HasShm is then false).
+	ShmSymlink bool
 	// SpecCreatesIPC and SpecCreatesPID tell whether the container's own
 	// OCI spec asks for a new namespace without naming a parent container
 	// (see CreatesNamespace).
@@ -201,6 +209,8 @@ func Analyze(host Host, facts []Facts) []Record {
 		f := &fs[i]
 		switch {
 		case !f.Live:
+		case f.ShmSymlink:
+			recs[i].ShmSource = ShmUnknown
 		case !f.HasShm:
 			recs[i].ShmSource = ShmNone
 		case host.HasShm && f.ShmDev == host.Shm.Dev:

@@ -37,27 +37,63 @@ type Options struct {
 	// namespace: Run then fails unless containerd's CRI plugin answers,
 	// since only it can tell which pod a container belongs to.
 	PodNamespace string
+	// Usage asks for the shared memory of every IPC namespace
+	// (Report.Usage).
+	Usage bool
+}
+
+// Report is what one audit found.
+type Report struct {
+	// Records has one record per container.
+	Records []Record
+	// Usage has the shared memory of each IPC namespace of a live
+	// container; nil unless Options.Usage.
+	Usage []ShmUsage
+	// Notes name what was skipped (a container that exited while being
+	// read, a /dev/shm symlink not followed), one line each.
+	Notes []string
 }
 
 // Run connects to containerd and returns the records of every container,
-// with the pod of each that containerd's CRI plugin made (Attribute).
-func Run(ctx context.Context, opts Options) ([]Record, error) {
+// with the pod of each that containerd's CRI plugin made (Attribute), and
+// with Options.Usage the shared memory of each IPC namespace.
+func Run(ctx context.Context, opts Options) (Report, error) {
+	recs, facts, err := run(ctx, opts)
+	if err != nil {
+		return Report{}, err
+	}
+	rep := Report{Records: recs}
+	for _, f := range facts {
+		if f.ShmSymlink {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s/%s: /dev/shm is a symlink; not followed, its shared memory is not reported",
+				Quote(f.Namespace), Quote(f.ID)))
+		}
+	}
+	if opts.Usage {
+		sysv, notes := ReadSysVAll(facts)
+		rep.Notes = append(rep.Notes, notes...)
+		rep.Usage = Usages(facts, recs, sysv)
+	}
+	return rep, nil
+}
+
+func run(ctx context.Context, opts Options) ([]Record, []Facts, error) {
 	if err := probeSocket(ctx, opts.Address); err != nil {
-		return nil, fmt.Errorf("connect to containerd at %s: %w%s", opts.Address, err, rootHint(err))
+		return nil, nil, fmt.Errorf("connect to containerd at %s: %w%s", opts.Address, err, rootHint(err))
 	}
 	c, err := client.New(opts.Address)
 	if err != nil {
-		return nil, fmt.Errorf("connect to containerd at %s: %w", opts.Address, err)
+		return nil, nil, fmt.Errorf("connect to containerd at %s: %w", opts.Address, err)
 	}
 	defer c.Close()
 	// The connection is made lazily; asking for the version turns a wrong
 	// address into one clear error rather than one about listing.
 	if _, err := c.Version(ctx); err != nil {
-		return nil, fmt.Errorf("connect to containerd at %s: %w%s", opts.Address, err, rootHint(err))
+		return nil, nil, fmt.Errorf("connect to containerd at %s: %w%s", opts.Address, err, rootHint(err))
 	}
 	host, err := HostFacts(&hostns.Checker{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var nss []string
 	if opts.Namespace != "" {
@@ -65,7 +101,7 @@ func Run(ctx context.Context, opts Options) ([]Record, error) {
 	}
 	facts, err := Gather(ctx, c, nss)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Asked after the containers are listed, so that every container CRI
 	// had made by then is in its answer.
@@ -73,17 +109,17 @@ func Run(ctx context.Context, opts Options) ([]Record, error) {
 	if opts.PodNamespace != "" || slices.ContainsFunc(facts, func(f Facts) bool { return f.Namespace == CRINamespace }) {
 		conn, ok := c.Conn().(grpc.ClientConnInterface)
 		if !ok {
-			return nil, fmt.Errorf("containerd client has no gRPC connection to ask CRI with")
+			return nil, nil, fmt.Errorf("containerd client has no gRPC connection to ask CRI with")
 		}
 		if cri, err = AskCRI(ctx, conn); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if opts.PodNamespace != "" && cri == nil {
-		return nil, fmt.Errorf("--pod-namespace: containerd's CRI plugin does not answer at %s, and only it can tell which pod a container belongs to", opts.Address)
+		return nil, nil, fmt.Errorf("--pod-namespace: containerd's CRI plugin does not answer at %s, and only it can tell which pod a container belongs to", opts.Address)
 	}
 	Attribute(facts, cri)
-	return Analyze(host, facts), nil
+	return Analyze(host, facts), facts, nil
 }
 
 // probeSocket dials a unix socket once: grpc retries a missing or refused
@@ -130,6 +166,14 @@ counts like a running one. It fails when a container shares the host's IPC
 namespace or /dev/shm (CIS 5.16) and, with --pid, the host's PID namespace
 (CIS 5.15). It must run as root in the host's PID and mount namespaces.
 
+With --shm it lists each IPC namespace once instead, with its /dev/shm
+size and bytes in use and its System V segments and limits:
+
+  <namespace>/<owner id>: IpcNamespace=<inode> ShmSize=<size> ShmUsed=<bytes> SysvSegments=<n> SysvBytes=... SysvMax=... SysvSegmentMax=... SysvSegmentsMax=<n> Containers=<n> [Pod=<ns>/<pod>]
+
+--format prometheus always has these gauges (nsiso_audit_shm_*,
+nsiso_audit_sysv_shm_*).
+
 Flags:
 `
 
@@ -160,6 +204,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	format := fs.String("format", FormatText, "output `format`: text, json or prometheus (node_exporter's textfile collector)")
 	output := fs.String("output", "", "write the report to this `file`, atomically (temporary file and rename), mode 0644, instead of stdout")
 	checkPID := fs.Bool("pid", false, "also fail on containers in the host's PID namespace (CIS 5.15)")
+	shm := fs.Bool("shm", false, "report the shared memory of each IPC namespace (/dev/shm and System V, used and limits) instead of each container (text and json; prometheus always has it)")
 	timeout := fs.Duration("timeout", DefaultTimeout, "give up after this `duration`")
 	usage := func(w io.Writer) {
 		fmt.Fprint(w, usageHead)
@@ -210,7 +255,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	start := time.Now()
-	recs, err := Run(ctx, opts)
+	opts.Usage = *shm || *format == FormatPrometheus
+	rep, err := Run(ctx, opts)
 	if err != nil {
 		fail("%v", err)
 		if *format == FormatPrometheus {
@@ -225,25 +271,19 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return ExitError
 	}
+	recs, usages := rep.Records, rep.Usage
 	var claiming []Record
 	if opts.PodNamespace != "" {
 		claiming = ClaimingPodNamespace(recs, opts.PodNamespace)
 		recs = InPodNamespace(recs, opts.PodNamespace)
+		usages = UsageInPodNamespace(usages, opts.PodNamespace)
 	}
 	findings := Findings(recs, *checkPID)
 	end := time.Now()
 
-	var b bytes.Buffer
-	switch *format {
-	case FormatText:
-		err = WriteText(&b, recs)
-	case FormatJSON:
-		err = WriteJSON(&b, recs)
-	case FormatPrometheus:
-		err = WritePrometheus(&b, Outcome{Records: recs, Findings: findings, End: end, Duration: end.Sub(start)})
-	}
+	data, err := render(*format, *shm, Outcome{Records: recs, Findings: findings, Usage: usages, End: end, Duration: end.Sub(start)})
 	if err == nil {
-		err = emit(b.Bytes())
+		err = emit(data)
 	}
 	if err != nil {
 		return fail("write report: %v", err)
@@ -258,8 +298,31 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, r := range claiming {
 		fmt.Fprintf(stderr, "nsiso audit: %s\n", NotCounted(r))
 	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(stderr, "nsiso audit: note: %s\n", n)
+	}
 	for _, f := range findings {
 		fmt.Fprintf(stderr, "nsiso audit: %s\n", f)
 	}
 	return ExitStatus(findings)
+}
+
+// render writes the report in format: the containers, or with shm the IPC
+// namespaces' shared memory (text and JSON; the metrics have both).
+func render(format string, shm bool, run Outcome) ([]byte, error) {
+	var b bytes.Buffer
+	var err error
+	switch {
+	case format == FormatPrometheus:
+		err = WritePrometheus(&b, run)
+	case format == FormatJSON && shm:
+		err = WriteUsageJSON(&b, run.Usage)
+	case format == FormatJSON:
+		err = WriteJSON(&b, run.Records)
+	case shm:
+		err = WriteUsageText(&b, run.Usage)
+	default:
+		err = WriteText(&b, run.Records)
+	}
+	return b.Bytes(), err
 }

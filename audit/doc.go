@@ -24,9 +24,12 @@
 //     device and inode numbers, compared with the host's (pid 1's where
 //     readable, else the auditing process's own; see package hostns) and
 //     with every other container's;
-//   - /proc/<pid>/root/dev/shm: its size (statfs f_blocks × f_bsize) and its
-//     device number, which tells the host's /dev/shm and a tmpfs that
-//     another container has apart from one of its own;
+//   - /dev/shm, opened beneath /proc/<pid>/root without following
+//     symlinks (a container can make its /dev/shm a symlink, whose
+//     absolute target would resolve against the auditor's root): its size
+//     and bytes in use (fstatfs) and its device number, which tells the
+//     host's /dev/shm and a tmpfs that another container has apart from
+//     one of its own; a symlink reads as "unknown", with a note;
 //   - NSpid in /proc/<pid>/status and the start time in /proc/<pid>/stat,
 //     which choose the owner of a namespace several containers share.
 //
@@ -128,10 +131,21 @@
 //	              the same, as the labels and annotations of a container
 //	              CRI did not make claim them; a claim is never a pod
 //
-// As Prometheus metrics (WritePrometheus), for node_exporter's textfile
-// collector, the counts by mode, runtime and source, one series per host
-// sharer, and whether the audit succeeded; WriteFileAtomic replaces a
+// As Prometheus metrics (WritePrometheus, through expfmt), for
+// node_exporter's textfile collector, the counts by mode, runtime and
+// source, one series per host sharer, the shared memory of each IPC
+// namespace, and whether the audit succeeded; WriteFileAtomic replaces a
 // file so that the collector never reads half of one.
+//
+// # Shared memory
+//
+// With --shm (text, JSON) and always in the metrics, the audit reports each
+// IPC namespace of a live container once (ShmUsage): the containers in it,
+// its owner and pod, the bytes on its /dev/shm, and its System V segments
+// and limits (kernel.shmmax, shmall, shmmni), which the kernel tells only
+// from inside the namespace; ReadSysV asks it from one discarded OS thread
+// that joins the namespace. A container or namespace that goes away while
+// it is read is left out with a note on stderr, never an error.
 //
 // # Verdict
 //

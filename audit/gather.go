@@ -125,6 +125,7 @@ func gatherNamespace(ctx context.Context, c *client.Client, ns string) ([]Facts,
 					f.IPC, f.PID = info.ipc, info.pid
 					f.InnerPid, f.StartTime = info.innerPid, info.startTime
 					f.HasShm, f.ShmDev, f.ShmSize = info.hasShm, info.shmDev, info.shmSize
+					f.ShmUsed, f.ShmBounded, f.ShmSymlink = info.shmUsed, info.shmBounded, info.shmSymlink
 				}
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsiso/nsiso/hostns"
+	"github.com/nsiso/nsiso/internal/beneath"
 	"github.com/nsiso/nsiso/internal/procfs"
 )
 
@@ -27,6 +28,14 @@ type procInfo struct {
 	hasShm    bool
 	shmDev    uint64
 	shmSize   int64
+	// shmUsed is the bytes in use on /dev/shm; shmBounded is false for a
+	// file system without a size (a tmpfs mounted with size=0), whose use
+	// statfs does not count.
+	shmUsed    int64
+	shmBounded bool
+	// shmSymlink is set when the container's /dev/shm is a symlink, which
+	// is not followed: it could name any path on the host.
+	shmSymlink bool
 }
 
 // readProc reads the namespaces, /dev/shm, NSpid and start time of pid
@@ -52,23 +61,8 @@ func readProc(procDir string, pid uint32) (procInfo, error) {
 	if info.pid, err = hostns.Stat(filepath.Join(dir, "ns", "pid")); err != nil {
 		return info, procErr(err)
 	}
-	// Through the init's root, paths resolve in the container's mount
-	// namespace, where /dev/shm is whatever its runtime mounted there.
-	shm := filepath.Join(dir, "root", "dev", "shm")
-	var st unix.Stat_t
-	switch err := unix.Stat(shm, &st); {
-	case err == nil:
-		var sfs unix.Statfs_t
-		if err := unix.Statfs(shm, &sfs); err != nil {
-			return info, procErr(fmt.Errorf("statfs %s: %w", shm, err))
-		}
-		info.hasShm, info.shmDev = true, st.Dev
-		info.shmSize = int64(sfs.Blocks) * int64(sfs.Bsize)
-	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
-		// No /dev/shm in the container, or the process is gone: the
-		// start time check below tells which.
-	default:
-		return info, procErr(fmt.Errorf("stat %s: %w", shm, err))
+	if err := readDevShm(dir, &info); err != nil {
+		return info, err
 	}
 	// A pid reused by another process between the reads above would have
 	// another start time.
@@ -80,6 +74,55 @@ func readProc(procDir string, pid uint32) (procInfo, error) {
 		return info, errGone
 	}
 	return info, nil
+}
+
+// readDevShm reads the file system at the init's /dev/shm. The path is
+// resolved beneath the init's root (/proc/<pid>/root, its mount namespace's
+// view) without following symlinks: a container that made /dev/shm a
+// symlink to "/etc" or "/dev/shm" would otherwise have the host's path
+// read, since an absolute symlink under /proc/<pid>/root resolves against
+// the reader's root. Size and use come from fstatfs on the handle opened.
+func readDevShm(dir string, info *procInfo) error {
+	// O_PATH|O_NOFOLLOW opens a symlink at the end itself (or fails with
+	// ELOOP where openat2 is missing), so the type below tells it.
+	f, err := beneath.Open(filepath.Join(dir, "root"), "dev/shm", unix.O_PATH)
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.ELOOP):
+		info.shmSymlink = true
+		return nil
+	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+		// No /dev/shm in the container, or the process is gone: the
+		// start time check in readProc tells which.
+		return nil
+	default:
+		return procErr(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return procErr(fmt.Errorf("stat %s: %w", f.Name(), err))
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+	case unix.S_IFLNK:
+		info.shmSymlink = true
+		return nil
+	default:
+		// A file where /dev/shm should be holds no shared memory.
+		return nil
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil {
+		return procErr(fmt.Errorf("statfs %s: %w", f.Name(), err))
+	}
+	info.hasShm, info.shmDev = true, st.Dev
+	info.shmSize = int64(sfs.Blocks) * sfs.Bsize
+	info.shmBounded = sfs.Blocks > 0
+	if sfs.Bfree <= sfs.Blocks {
+		info.shmUsed = int64(sfs.Blocks-sfs.Bfree) * sfs.Bsize
+	}
+	return nil
 }
 
 func readStartTime(dir string) (uint64, error) {

@@ -1,13 +1,17 @@
 package audit
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"google.golang.org/protobuf/proto"
 )
 
 // Outcome is one audit as the metrics describe it.
@@ -18,6 +22,9 @@ type Outcome struct {
 	Findings []Finding
 	// Err is why the audit could not be completed; nil when it was.
 	Err error
+	// Usage is the shared memory of each IPC namespace; nil when it was
+	// not read.
+	Usage []ShmUsage
 	// End is when the audit finished, Duration how long it took.
 	End      time.Time
 	Duration time.Duration
@@ -34,7 +41,8 @@ func ModeClass(mode string) string {
 }
 
 // WritePrometheus writes the run as metrics in Prometheus' text exposition
-// format (version 0.0.4), for node_exporter's textfile collector:
+// format (version 0.0.4, through expfmt), for node_exporter's textfile
+// collector:
 //
 //	nsiso_audit_success                     1 when the audit completed
 //	nsiso_audit_findings                    containers that break the rules
@@ -43,6 +51,8 @@ func ModeClass(mode string) string {
 //	    claimed_pod_namespace,claimed_pod,claimed_container,claimed_kind,runtime,source} 1
 //	nsiso_audit_host_shm_sharing{…}         the same, for the host's /dev/shm
 //	nsiso_audit_host_pid_sharing{…}         the same, for the host's PID namespace
+//	nsiso_audit_shm_*, nsiso_audit_sysv_shm_*{…}
+//	                                        shared memory of each IPC namespace (see usageFamilies)
 //	nsiso_audit_last_run_timestamp_seconds  when it finished
 //	nsiso_audit_duration_seconds            how long it took
 //
@@ -50,17 +60,22 @@ func ModeClass(mode string) string {
 // that monitoring sees the failure instead of the last good file. Samples
 // carry no timestamps: the textfile collector refuses them.
 func WritePrometheus(w io.Writer, run Outcome) error {
-	var b strings.Builder
+	var fams []*dto.MetricFamily
+	add := func(name, help string, samples ...sample) {
+		if mf := family(name, help, samples); mf != nil {
+			fams = append(fams, mf)
+		}
+	}
 	success := 1.0
 	if run.Err != nil {
 		success = 0
 	}
-	family(&b, "nsiso_audit_success", "1 when the audit completed, 0 when it could not be (see the command's stderr).",
+	add("nsiso_audit_success", "1 when the audit completed, 0 when it could not be (see the command's stderr).",
 		sample{value: success})
 	if run.Err == nil {
-		family(&b, "nsiso_audit_findings", "Containers that share the host's IPC namespace or /dev/shm (CIS Docker Benchmark 5.16), or with --pid its PID namespace (5.15).",
+		add("nsiso_audit_findings", "Containers that share the host's IPC namespace or /dev/shm (CIS Docker Benchmark 5.16), or with --pid its PID namespace (5.15).",
 			sample{value: float64(len(run.Findings))})
-		family(&b, "nsiso_audit_containers", "Containers by IPC mode, PID mode and /dev/shm (host, private, container, none, unknown), runtime, and source of the facts (kernel: a live task; spec: what starting it would do).",
+		add("nsiso_audit_containers", "Containers by IPC mode, PID mode and /dev/shm (host, private, container, none, unknown), runtime, and source of the facts (kernel: a live task; spec: what starting it would do).",
 			countContainers(run.Records)...)
 		for _, m := range []struct {
 			name, help string
@@ -79,14 +94,23 @@ func WritePrometheus(w io.Writer, run Outcome) error {
 					ss = append(ss, sample{labels: containerLabels(r), value: 1})
 				}
 			}
-			family(&b, m.name, m.help, ss...)
+			add(m.name, m.help, ss...)
+		}
+		for _, u := range usageFamilies(run.Usage) {
+			add(u.name, u.help, u.samples...)
 		}
 	}
-	family(&b, "nsiso_audit_last_run_timestamp_seconds", "When the audit finished, in seconds since the Unix epoch.",
+	add("nsiso_audit_last_run_timestamp_seconds", "When the audit finished, in seconds since the Unix epoch.",
 		sample{value: float64(run.End.UnixMilli()) / 1e3})
-	family(&b, "nsiso_audit_duration_seconds", "How long the audit took.",
+	add("nsiso_audit_duration_seconds", "How long the audit took.",
 		sample{value: run.Duration.Seconds()})
-	_, err := io.WriteString(w, b.String())
+	var b bytes.Buffer
+	for _, mf := range fams {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			return fmt.Errorf("write metric %s: %w", mf.GetName(), err)
+		}
+	}
+	_, err := w.Write(b.Bytes())
 	return err
 }
 
@@ -125,13 +149,15 @@ func countContainers(recs []Record) []sample {
 	return out
 }
 
-// family writes one gauge family: HELP, TYPE and its samples sorted by
-// their labels, so that equal runs write equal files. A family without
-// samples is left out.
-func family(b *strings.Builder, name, help string, samples ...sample) {
+// family builds one gauge family with its samples sorted by their labels,
+// so that equal runs write equal files; nil without samples, which expfmt
+// refuses and a reader does not need. Label values are made visible
+// (EscapeLabelValue's first step); expfmt escapes the rest.
+func family(name, help string, samples []sample) *dto.MetricFamily {
 	if len(samples) == 0 {
-		return
+		return nil
 	}
+	samples = slices.Clone(samples)
 	slices.SortFunc(samples, func(x, y sample) int {
 		for i := range min(len(x.labels), len(y.labels)) {
 			if c := cmp.Compare(x.labels[i].value, y.labels[i].value); c != 0 {
@@ -140,23 +166,19 @@ func family(b *strings.Builder, name, help string, samples ...sample) {
 		}
 		return cmp.Compare(len(x.labels), len(y.labels))
 	})
-	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s gauge\n", name, escapeHelp(help), name)
-	for _, s := range samples {
-		b.WriteString(name)
-		if len(s.labels) > 0 {
-			b.WriteByte('{')
-			for i, l := range s.labels {
-				if i > 0 {
-					b.WriteByte(',')
-				}
-				fmt.Fprintf(b, `%s="%s"`, l.name, EscapeLabelValue(l.value))
-			}
-			b.WriteByte('}')
-		}
-		b.WriteByte(' ')
-		b.WriteString(strconv.FormatFloat(s.value, 'f', -1, 64))
-		b.WriteByte('\n')
+	mf := &dto.MetricFamily{
+		Name: proto.String(name),
+		Help: proto.String(strings.ToValidUTF8(help, "\uFFFD")),
+		Type: dto.MetricType_GAUGE.Enum(),
 	}
+	for _, s := range samples {
+		m := &dto.Metric{Gauge: &dto.Gauge{Value: proto.Float64(s.value)}}
+		for _, l := range s.labels {
+			m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(l.name), Value: proto.String(visible(l.value))})
+		}
+		mf.Metric = append(mf.Metric, m)
+	}
+	return mf
 }
 
 // EscapeLabelValue escapes a label value for the text format: backslash,
@@ -172,8 +194,3 @@ func EscapeLabelValue(v string) string {
 }
 
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
-
-// escapeHelp escapes a HELP text: backslash and line feed.
-func escapeHelp(s string) string {
-	return strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(strings.ToValidUTF8(s, "\uFFFD"))
-}

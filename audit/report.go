@@ -30,6 +30,9 @@ func ShmText(r Record) string {
 		return "none"
 	case r.Source == SourceSpec:
 		return "-"
+	case r.ShmSource == ShmUnknown:
+		// A live container whose /dev/shm is a symlink, not followed.
+		return "unknown"
 	case r.ShmSize <= 0:
 		return "none"
 	}
@@ -85,7 +88,13 @@ func WriteJSON(w io.Writer, recs []Record) error {
 	if recs == nil {
 		recs = []Record{}
 	}
-	data, err := json.MarshalIndent(recs, "", "  ")
+	return writeJSONValue(w, recs)
+}
+
+// writeJSONValue writes v as indented JSON made safe for a terminal
+// (jsonSafe), with a final newline.
+func writeJSONValue(w io.Writer, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
