@@ -51,7 +51,7 @@ func TestCheckerNewNamespaces(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	var h Checker
 	for _, ty := range []specs.LinuxNamespaceType{specs.IPCNamespace} {
 		p := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "ns", string(ty))
@@ -85,11 +85,11 @@ func TestExposesHostShm(t *testing.T) {
 	if err := unix.Mount("/dev/shm", alias, "", unix.MS_BIND, ""); err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Unmount(alias, unix.MNT_DETACH)
+	defer func() { _ = unix.Unmount(alias, unix.MNT_DETACH) }()
 	if err := unix.Mount("other", other, "tmpfs", 0, "size=1m"); err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Unmount(other, unix.MNT_DETACH)
+	defer func() { _ = unix.Unmount(other, unix.MNT_DETACH) }()
 	f, err := os.CreateTemp("/dev/shm", "nsiso-hostns-")
 	if err != nil {
 		t.Fatal(err)

@@ -70,7 +70,7 @@ func newAPIServer(t *testing.T) *apiServer {
 		a.reqs = append(a.reqs, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization")+" "+string(body))
 		a.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"kind":"Node","apiVersion":"v1"}`))
+		_, _ = w.Write([]byte(`{"kind":"Node","apiVersion":"v1"}`))
 	}))
 	t.Cleanup(a.srv.Close)
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.srv.Certificate().Raw})

@@ -191,7 +191,9 @@ func (n *fakeNode) serveRestarts(t *testing.T, runcRoot string) {
 				result = err.Error()
 			}
 			n.restarts++
-			os.WriteFile(done, []byte(result), 0o644)
+			if err := os.WriteFile(done, []byte(result), 0o644); err != nil {
+				t.Errorf("answer the restart command: %v", err)
+			}
 		}
 	}()
 }
@@ -415,7 +417,7 @@ func hostRootWithContainerd(t *testing.T, config string) string {
 		if err := syscall.Mount("/"+d, p, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { syscall.Unmount(p, syscall.MNT_DETACH) })
+		t.Cleanup(func() { _ = syscall.Unmount(p, syscall.MNT_DETACH) })
 		// Read-only, so that nothing done under the fake root, its removal
 		// included, can reach the host's libraries.
 		if err := syscall.Mount("", p, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {

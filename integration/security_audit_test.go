@@ -431,7 +431,7 @@ func removeByID(t *testing.T, c *criSuite, ns, id string) {
 		return
 	}
 	if tk, err := cont.Task(nctx, nil); err == nil {
-		tk.Kill(nctx, syscall.SIGKILL)
+		_ = tk.Kill(nctx, syscall.SIGKILL)
 		if _, err := tk.Delete(nctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			t.Errorf("delete task %s: %v", id, err)
 		}

@@ -289,7 +289,7 @@ func TestSecurityFakeSandboxNeverResizes(t *testing.T) {
 	if err := unix.Mount("victim", victim, "tmpfs", 0, "size=1m"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Unmount(victim, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(victim, unix.MNT_DETACH) })
 	for _, ns := range []string{testNS, criNS} {
 		t.Run(ns, func(t *testing.T) {
 			as := s.inNamespace(t, ns)
@@ -386,7 +386,7 @@ func (c *criSuite) createAndStart(t *testing.T, sb string, p pod, name string, a
 		return err
 	}
 	t.Cleanup(func() {
-		c.rt.RemoveContainer(context.Background(), &runtimeapi.RemoveContainerRequest{ContainerId: id})
+		_, _ = c.rt.RemoveContainer(context.Background(), &runtimeapi.RemoveContainerRequest{ContainerId: id})
 	})
 	_, err = c.rt.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: id})
 	return err
@@ -501,14 +501,14 @@ func TestSecurityFakeSandboxInCRINamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cont.Delete(ctx, client.WithSnapshotCleanup)
+	defer func() { _ = cont.Delete(ctx, client.WithSnapshotCleanup) }()
 	tk, err := cont.NewTask(ctx, cio.NullIO)
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
 	defer func() {
-		tk.Kill(ctx, syscall.SIGKILL)
-		tk.Delete(ctx, client.WithProcessKill)
+		_ = tk.Kill(ctx, syscall.SIGKILL)
+		_, _ = tk.Delete(ctx, client.WithProcessKill)
 	}()
 	v.untouched(t)
 }
@@ -583,7 +583,7 @@ func TestSecurityBundleSymlink(t *testing.T) {
 	if err := unix.Mount("victim", victim, "tmpfs", 0, "size=1m"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Unmount(victim, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(victim, unix.MNT_DETACH) })
 	shm := filepath.Join(victim, "shm")
 	if err := os.Mkdir(shm, 0o700); err != nil {
 		t.Fatal(err)
@@ -591,7 +591,7 @@ func TestSecurityBundleSymlink(t *testing.T) {
 	if err := unix.Mount("victim-shm", shm, "tmpfs", 0, "size=1m"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Unmount(shm, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(shm, unix.MNT_DETACH) })
 	if err := os.WriteFile(filepath.Join(victim, "parent-ipc"), []byte("precious"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -647,8 +647,8 @@ func TestSecurityFlippedNamespacePath(t *testing.T) {
 				target = "/proc/self/ns/ipc" // resolved by whoever opens it: the host's, for the shim and runc
 			}
 			os.Remove(tmp)
-			os.Symlink(target, tmp)
-			os.Rename(tmp, link)
+			_ = os.Symlink(target, tmp) // a turn lost to the race is the next one's
+			_ = os.Rename(tmp, link)
 		}
 	}()
 	defer func() { close(stop); <-flipped }()

@@ -199,7 +199,7 @@ func (s *suite) start(t *testing.T, id string, sp spec) *task {
 	c := s.newContainer(t, id, sp)
 	tk, err := c.NewTask(s.ctx, cio.NullIO)
 	if err != nil {
-		c.Delete(s.ctx, client.WithSnapshotCleanup)
+		_ = c.Delete(s.ctx, client.WithSnapshotCleanup)
 		t.Fatalf("create task %s: %v", id, err)
 	}
 	r := &task{id: id, c: c, t: tk}
@@ -240,7 +240,7 @@ func (s *suite) run(t *testing.T, id string, sp spec) (stdout string, code uint3
 	var out, errb bytes.Buffer
 	tk, err := c.NewTask(s.ctx, cio.NewCreator(cio.WithStreams(nil, &out, &errb), cio.WithFIFODir(s.ctd.FIFODir())))
 	if err != nil {
-		c.Delete(s.ctx, client.WithSnapshotCleanup)
+		_ = c.Delete(s.ctx, client.WithSnapshotCleanup)
 		t.Fatalf("create task %s: %v", id, err)
 	}
 	r := &task{id: id, c: c, t: tk}
@@ -258,7 +258,7 @@ func (s *suite) run(t *testing.T, id string, sp spec) (stdout string, code uint3
 	case <-time.After(60 * time.Second):
 		t.Fatalf("%s did not exit", id)
 	}
-	tk.CloseIO(s.ctx)
+	_ = tk.CloseIO(s.ctx)
 	if _, err := tk.Delete(s.ctx); err != nil {
 		t.Fatalf("delete task %s: %v", id, err)
 	}
@@ -311,7 +311,7 @@ func (s *suite) execCode(t *testing.T, r *task, args ...string) (string, uint32,
 	if err != nil {
 		t.Fatalf("exec %v in %s: %v", args, r.id, err)
 	}
-	defer p.Delete(s.ctx)
+	defer func() { _, _ = p.Delete(s.ctx) }()
 	wait, err := p.Wait(s.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +326,7 @@ func (s *suite) execCode(t *testing.T, r *task, args ...string) (string, uint32,
 	case <-time.After(60 * time.Second):
 		t.Fatalf("exec %v in %s did not exit", args, r.id)
 	}
-	p.CloseIO(s.ctx)
+	_ = p.CloseIO(s.ctx)
 	// Output is copied by goroutines that end shortly after the process.
 	p.IO().Wait()
 	return out.String(), code, errb.String()

@@ -23,5 +23,7 @@
 //   - restart.go: restarting containerd (systemd, or a given command) and
 //     waiting until its CRI reports the handlers;
 //   - kube.go: the node label a RuntimeClass selects on;
-//   - command.go: the flags and the two commands.
+//   - install.go, uninstall.go: the two commands, each a list of steps
+//     (plan, validate, apply, restart, label);
+//   - command.go: their flags.
 package nodeinstall

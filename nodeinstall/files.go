@@ -225,3 +225,15 @@ func (p *plan) apply() error {
 	}
 	return nil
 }
+
+// set records that install leaves data at path, and returns the entry for
+// the caller to mark how it came there.
+func (r *Record) set(path string, data []byte) *RecordFile {
+	f := r.file(path)
+	if f == nil {
+		r.Files = append(r.Files, RecordFile{Path: path})
+		f = &r.Files[len(r.Files)-1]
+	}
+	f.SHA256 = digest(data)
+	return f
+}

@@ -8,8 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 )
@@ -83,7 +82,9 @@ func checkRoot() error {
 	return nil
 }
 
-// Install puts nsiso on the host; see the package documentation.
+// Install puts nsiso on the host; see the package documentation. Its
+// steps: plan the config, validate it with containerd, plan the files,
+// apply them, restart containerd, label the node.
 func Install(ctx context.Context, o Options) error {
 	if err := checkRoot(); err != nil {
 		return err
@@ -93,184 +94,290 @@ func Install(ctx context.Context, o Options) error {
 		return err
 	}
 	defer root.Close()
-	h := hostFS{root: root}
-	shim, err := os.ReadFile(o.Shim)
-	if err != nil {
-		return fmt.Errorf("read the shim to install: %w", err)
-	}
-	rec, err := readRecord(h)
+	in, err := newInstaller(&o, root)
 	if err != nil {
 		return err
 	}
-	if rec == nil {
-		rec = &Record{Format: recordFormat}
+	if err := in.planConfig(); err != nil {
+		return err
 	}
-	rec.Handlers = o.Handlers
+	merged, err := in.validate(ctx)
+	if err != nil {
+		return err
+	}
+	configChanged, err := in.planFiles(merged)
+	if err != nil {
+		return err
+	}
+	if err := in.apply(); err != nil {
+		return err
+	}
+	if o.Restart {
+		if err := o.restartFor(ctx, root, configChanged, true); err != nil {
+			return err
+		}
+	}
+	if o.KubeNode != "" {
+		return o.labelNode(ctx, root)
+	}
+	return nil
+}
 
-	g, err := loadGraph(h, o.Config)
+// installer is one install between its steps.
+type installer struct {
+	o    *Options
+	root *hostRoot
+	h    hostFS
+	shim []byte  // the binary to install
+	rec  *Record // the previous install's, updated as the plan grows
+	cfg  configPlan
+	plan *plan
+	// planErrs are the plan's refusals, reported together.
+	planErrs []error
+}
+
+// configPlan is how install changes containerd's config.
+type configPlan struct {
+	dropIn     string // as the host sees it
+	dropInData []byte
+	mainData   []byte     // the new main config; nil: unchanged
+	mainEdit   *Insertion // what mainData inserts into an existing main config
+	mainExists bool
+}
+
+func newInstaller(o *Options, root *hostRoot) (*installer, error) {
+	in := &installer{o: o, root: root, h: hostFS{root: root}}
+	in.plan = &plan{h: in.h}
+	var err error
+	if in.shim, err = os.ReadFile(o.Shim); err != nil {
+		return nil, fmt.Errorf("read the shim to install: %w", err)
+	}
+	if in.rec, err = readRecord(in.h); err != nil {
+		return nil, err
+	}
+	if in.rec == nil {
+		in.rec = &Record{Format: recordFormat}
+	}
+	in.rec.Handlers = o.Handlers
+	return in, nil
+}
+
+// planConfig decides where the drop-in goes, what it holds and how the
+// main config imports it, refusing a handler defined elsewhere.
+func (in *installer) planConfig() error {
+	g, err := loadGraph(in.h, in.o.Config)
 	if err != nil {
 		return err
 	}
-	defaultDropIn := filepath.Join(defaultDropInFolder, dropInName)
-	var (
-		dropIn     = defaultDropIn
-		mainData   []byte // new main config, nil: unchanged
-		mainEdit   *Insertion
-		mainExists = g != nil
-	)
-	switch {
-	case g == nil:
-		mainData = renderMainConfig(dropIn)
-	default:
-		if v := g.Main.Version; v < 2 || v > 4 {
-			return fmt.Errorf("%s has config version %d; containerd 2.x reads versions 2 to 4 (containerd config migrate writes the current one)", o.Config, v)
+	c := &in.cfg
+	c.dropIn = filepath.Join(defaultDropInFolder, dropInName)
+	if g == nil {
+		// No main config: containerd runs on defaults and imports nothing.
+		c.mainData = renderMainConfig(c.dropIn)
+	} else {
+		c.mainExists = true
+		if err := c.importDropIn(g.Main, in.o.Config); err != nil {
+			return err
 		}
-		if p, ok := dropInDirFor(g.Main, dropInName); ok {
-			dropIn = p
-		} else if !hasImport(g.Main, dropIn) {
-			ins, err := addImport(g.Main.Data, dropIn)
-			if err != nil {
-				return fmt.Errorf("%s: %w", o.Config, err)
-			}
-			mainEdit = &ins
-			mainData = ins.Apply(g.Main.Data)
-		}
-		// A handler of the same name anywhere else would be merged with
-		// ours or win over it.
-		for _, f := range g.Files {
-			if f.Path == dropIn || rec.file(f.Path) != nil && rec.file(f.Path).Added {
-				continue
-			}
-			for _, name := range o.Handlers {
-				if t, ok := f.handlerTable(name); ok {
-					rt, _ := t["runtime_type"].(string)
-					if rt == "" {
-						return fmt.Errorf("CRI runtime handler %q is already configured in %s; remove it there, or choose another name with --handler", name, f.Path)
-					}
-					if rt != RuntimeType {
-						return fmt.Errorf("CRI runtime handler %q already exists in %s with runtime_type %q; choose another name with --handler", name, f.Path, rt)
-					}
-					return fmt.Errorf("CRI runtime handler %q is already defined in %s (not by nsiso install); remove it there, or choose another name with --handler", name, f.Path)
-				}
-			}
+		if err := checkConflicts(g.Files, in.rec, c.dropIn, in.o.Handlers); err != nil {
+			return err
 		}
 	}
 	runtimePath := ""
-	if filepath.Clean(o.BinDir) != DefaultBinDir {
-		runtimePath = filepath.Join(o.BinDir, ShimName)
+	if filepath.Clean(in.o.BinDir) != DefaultBinDir {
+		runtimePath = filepath.Join(in.o.BinDir, ShimName)
 	}
-	dropInData := renderDropIn(dropInVersion, o.Handlers, o.Policy, runtimePath)
-	if _, err := root.stat(dropIn); err == nil && !root.holds(dropIn, dropInData) && rec.file(dropIn) == nil {
-		return fmt.Errorf("%s exists and was not written by nsiso install; move it away first", dropIn)
+	c.dropInData = renderDropIn(dropInVersion, in.o.Handlers, in.o.Policy, runtimePath)
+	if _, err := in.root.stat(c.dropIn); err == nil && !in.root.holds(c.dropIn, c.dropInData) && in.rec.file(c.dropIn) == nil {
+		return fmt.Errorf("%s exists and was not written by nsiso install; move it away first", c.dropIn)
 	}
+	return nil
+}
 
-	// The result, checked by containerd before anything is written.
-	overlay := map[string][]byte{dropIn: dropInData}
-	if mainData != nil {
-		overlay[o.Config] = mainData
+// importDropIn places the drop-in where the main config already imports
+// it (a glob), or else adds an import of it to the main config.
+func (c *configPlan) importDropIn(main *configFile, configPath string) error {
+	if v := main.Version; v < 2 || v > 4 {
+		return fmt.Errorf("%s has config version %d; containerd 2.x reads versions 2 to 4 (containerd config migrate writes the current one)", configPath, v)
 	}
-	v := findContainerd(root, o.Containerd)
-	merged, err := v.dump(ctx, hostFS{root: root, overlay: overlay}, o.Config)
+	if p, ok := dropInDirFor(main, dropInName); ok {
+		c.dropIn = p
+		return nil
+	}
+	if hasImport(main, c.dropIn) {
+		return nil
+	}
+	ins, err := addImport(main.Data, c.dropIn)
 	if err != nil {
-		return fmt.Errorf("refusing to install: the resulting containerd config does not load: %w", err)
+		return fmt.Errorf("%s: %w", configPath, err)
 	}
-	for _, name := range o.Handlers {
-		if err := checkHandler(merged, name, o.Policy); err != nil {
-			return fmt.Errorf("refusing to install: %w", err)
-		}
-	}
-	o.logf("checked the resulting config with %s", v)
+	c.mainEdit = &ins
+	c.mainData = ins.Apply(main.Data)
+	return nil
+}
 
-	p := &plan{h: h}
-	shimPath := filepath.Join(o.BinDir, ShimName)
-	record := func(path string, data []byte, mut func(*RecordFile)) {
-		f := rec.file(path)
-		if f == nil {
-			rec.Files = append(rec.Files, RecordFile{Path: path})
-			f = &rec.Files[len(rec.Files)-1]
+// checkConflicts refuses a handler of the same name in any file but the
+// drop-in and files install added: containerd would merge it with ours,
+// or let it win over ours.
+func checkConflicts(files []*configFile, rec *Record, dropIn string, handlers []string) error {
+	for _, f := range files {
+		if f.Path == dropIn {
+			continue
 		}
-		f.SHA256 = digest(data)
-		if mut != nil {
-			mut(f)
+		if r := rec.file(f.Path); r != nil && r.Added {
+			continue
 		}
-	}
-	// The shim: a file nsiso install did not put there is kept aside for
-	// uninstall to put back.
-	var planErr []error
-	if rec.file(shimPath) == nil {
-		cur, err := root.readFile(shimPath, maxFileSize)
-		switch {
-		case err == nil:
-			backup := filepath.Join(backupDir, ShimName)
-			mode := os.FileMode(0o755)
-			if st, err := root.stat(shimPath); err == nil {
-				mode = st.Mode().Perm()
+		for _, name := range handlers {
+			t, ok := f.handlerTable(name)
+			if !ok {
+				continue
 			}
-			planErr = append(planErr, p.addWrite(backup, cur, mode))
-			record(shimPath, shim, func(f *RecordFile) { f.Backup = backup })
-		case errors.Is(err, fs.ErrNotExist):
-			record(shimPath, shim, func(f *RecordFile) { f.Added = true })
-		default:
-			return fmt.Errorf("read %s: %w", shimPath, err)
-		}
-	} else {
-		record(shimPath, shim, nil)
-	}
-	planErr = append(planErr, p.addWrite(shimPath, shim, 0o755))
-
-	// nsiso.toml: written once, never over an operator's file.
-	if _, err := root.stat(o.Policy); errors.Is(err, fs.ErrNotExist) {
-		policy := nsisoDefaults
-		if usesSystemdCgroup(merged) {
-			policy += nsisoSystemdCgroup
-		}
-		planErr = append(planErr, p.addWrite(o.Policy, []byte(policy), 0o644))
-		record(o.Policy, []byte(policy), func(f *RecordFile) { f.Added, f.Keep = true, true })
-	} else if err != nil {
-		return fmt.Errorf("stat %s: %w", o.Policy, err)
-	}
-
-	planErr = append(planErr, p.addWrite(dropIn, dropInData, 0o644))
-	record(dropIn, dropInData, func(f *RecordFile) {
-		if f.Edit == nil && f.Backup == "" {
-			f.Added = true
-		}
-	})
-	if mainData != nil {
-		planErr = append(planErr, p.addWrite(o.Config, mainData, 0o644))
-		record(o.Config, mainData, func(f *RecordFile) {
-			if mainExists {
-				f.Edit = mainEdit
-			} else {
-				f.Added = true
+			switch rt, _ := t["runtime_type"].(string); rt {
+			case "":
+				return fmt.Errorf("CRI runtime handler %q is already configured in %s; remove it there, or choose another name with --handler", name, f.Path)
+			case RuntimeType:
+				return fmt.Errorf("CRI runtime handler %q is already defined in %s (not by nsiso install); remove it there, or choose another name with --handler", name, f.Path)
+			default:
+				return fmt.Errorf("CRI runtime handler %q already exists in %s with runtime_type %q; choose another name with --handler", name, f.Path, rt)
 			}
-		})
+		}
 	}
+	return nil
+}
+
+// validate has containerd load the config as it will be, before anything
+// is written, and checks that it defines the handlers as nsiso's.
+func (in *installer) validate(ctx context.Context) (map[string]any, error) {
+	overlay := map[string][]byte{in.cfg.dropIn: in.cfg.dropInData}
+	if in.cfg.mainData != nil {
+		overlay[in.o.Config] = in.cfg.mainData
+	}
+	v := findContainerd(in.root, in.o.Containerd)
+	merged, err := v.dump(ctx, hostFS{root: in.root, overlay: overlay}, in.o.Config)
+	if err != nil {
+		return nil, fmt.Errorf("refusing to install: the resulting containerd config does not load: %w", err)
+	}
+	for _, name := range in.o.Handlers {
+		if err := checkHandler(merged, name, in.o.Policy); err != nil {
+			return nil, fmt.Errorf("refusing to install: %w", err)
+		}
+	}
+	in.o.logf("checked the resulting config with %s", v)
+	return merged, nil
+}
+
+// planFiles plans every file install writes and records it; it tells
+// whether containerd's config changes.
+func (in *installer) planFiles(merged map[string]any) (configChanged bool, err error) {
+	if err := in.planShim(); err != nil {
+		return false, err
+	}
+	if err := in.planPolicy(merged); err != nil {
+		return false, err
+	}
+	in.planConfigFiles()
+	p := in.plan
 	if len(p.writes) > 0 {
-		planErr = append(planErr, p.needDir(stateDir))
+		in.planErrs = append(in.planErrs, p.needDir(stateDir))
 	}
-	if err := errors.Join(planErr...); err != nil {
-		return fmt.Errorf("refusing to install: %w; nothing was changed", err)
+	if err := errors.Join(in.planErrs...); err != nil {
+		return false, fmt.Errorf("refusing to install: %w; nothing was changed", err)
 	}
 	for _, d := range p.mkdirs {
-		if !slicesContains(rec.Dirs, d) {
-			rec.Dirs = append(rec.Dirs, d)
+		if !slices.Contains(in.rec.Dirs, d) {
+			in.rec.Dirs = append(in.rec.Dirs, d)
 		}
 	}
-	configChanged := false
 	for _, w := range p.writes {
-		if w.Path == dropIn || w.Path == o.Config {
-			configChanged = true
-		}
+		configChanged = configChanged || w.Path == in.cfg.dropIn || w.Path == in.o.Config
 	}
 	if len(p.writes) > 0 {
-		if err := p.addWrite(recordPath, rec.encode(), 0o644); err != nil {
-			return fmt.Errorf("refusing to install: %w; nothing was changed", err)
+		if err := p.addWrite(recordPath, in.rec.encode(), 0o644); err != nil {
+			return false, fmt.Errorf("refusing to install: %w; nothing was changed", err)
 		}
 	}
+	return configChanged, nil
+}
+
+// write adds a write to the plan, keeping its refusal for later.
+func (in *installer) write(path string, data []byte, mode os.FileMode) {
+	in.planErrs = append(in.planErrs, in.plan.addWrite(path, data, mode))
+}
+
+// planShim installs the shim; a file nsiso install did not put there is
+// kept aside for uninstall to put back.
+func (in *installer) planShim() error {
+	shimPath := filepath.Join(in.o.BinDir, ShimName)
+	if in.rec.file(shimPath) != nil {
+		in.rec.set(shimPath, in.shim)
+		in.write(shimPath, in.shim, 0o755)
+		return nil
+	}
+	cur, err := in.root.readFile(shimPath, maxFileSize)
+	switch {
+	case err == nil:
+		backup := filepath.Join(backupDir, ShimName)
+		mode := os.FileMode(0o755)
+		if st, err := in.root.stat(shimPath); err == nil {
+			mode = st.Mode().Perm()
+		}
+		in.write(backup, cur, mode)
+		in.rec.set(shimPath, in.shim).Backup = backup
+	case errors.Is(err, fs.ErrNotExist):
+		in.rec.set(shimPath, in.shim).Added = true
+	default:
+		return fmt.Errorf("read %s: %w", shimPath, err)
+	}
+	in.write(shimPath, in.shim, 0o755)
+	return nil
+}
+
+// planPolicy writes nsiso.toml once, never over an operator's file.
+func (in *installer) planPolicy(merged map[string]any) error {
+	_, err := in.root.stat(in.o.Policy)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("stat %s: %w", in.o.Policy, err)
+	}
+	policy := nsisoDefaults
+	if usesSystemdCgroup(merged) {
+		policy += nsisoSystemdCgroup
+	}
+	in.write(in.o.Policy, []byte(policy), 0o644)
+	f := in.rec.set(in.o.Policy, []byte(policy))
+	f.Added, f.Keep = true, true
+	return nil
+}
+
+// planConfigFiles writes the drop-in and, when it changes, the main
+// config.
+func (in *installer) planConfigFiles() {
+	c := in.cfg
+	in.write(c.dropIn, c.dropInData, 0o644)
+	if f := in.rec.set(c.dropIn, c.dropInData); f.Edit == nil && f.Backup == "" {
+		f.Added = true
+	}
+	if c.mainData == nil {
+		return
+	}
+	in.write(in.o.Config, c.mainData, 0o644)
+	f := in.rec.set(in.o.Config, c.mainData)
+	if c.mainExists {
+		f.Edit = c.mainEdit
+	} else {
+		f.Added = true
+	}
+}
+
+// apply makes the plan's changes once every directory they need is known
+// to be writable.
+func (in *installer) apply() error {
+	p := in.plan
 	if err := p.checkWritable(); err != nil {
 		hint := ""
-		if strings.Contains(err.Error(), o.BinDir) {
+		if strings.Contains(err.Error(), in.o.BinDir) {
 			hint = " (put the shim elsewhere with --bin-dir, e.g. /opt/nsiso/bin)"
 		}
 		return fmt.Errorf("refusing to install: %w; nothing was changed%s", err, hint)
@@ -279,38 +386,35 @@ func Install(ctx context.Context, o Options) error {
 		return err
 	}
 	if len(p.writes) == 0 {
-		o.logf("nothing to change: nsiso is installed as asked")
+		in.o.logf("nothing to change: nsiso is installed as asked")
 	}
 	for _, w := range p.writes {
-		o.logf("wrote %s", w.Path)
+		in.o.logf("wrote %s", w.Path)
 	}
+	return nil
+}
 
-	if o.Restart {
-		if err := o.restartFor(ctx, root, configChanged, true); err != nil {
-			return err
+// labelNode labels the node, which sends pods here: only once
+// containerd's CRI reports the handlers, so that it can run them.
+func (o *Options) labelNode(ctx context.Context, root *hostRoot) error {
+	names, err := criHandlers(ctx, root, o.Address)
+	if err != nil {
+		return fmt.Errorf("not labelling node %s: containerd's CRI at %s: %w", o.KubeNode, o.Address, err)
+	}
+	for _, h := range o.Handlers {
+		if !slices.Contains(names, h) {
+			return fmt.Errorf("not labelling node %s: containerd's CRI reports runtime handlers %q, not %q (restart containerd: --restart)", o.KubeNode, names, h)
 		}
 	}
-	if o.KubeNode != "" {
-		// The label sends pods here: only once containerd can run them.
-		names, err := criHandlers(ctx, root, o.Address)
-		if err != nil {
-			return fmt.Errorf("not labelling node %s: containerd's CRI at %s: %w", o.KubeNode, o.Address, err)
-		}
-		for _, h := range o.Handlers {
-			if !slicesContains(names, h) {
-				return fmt.Errorf("not labelling node %s: containerd's CRI reports runtime handlers %q, not %q (restart containerd: --restart)", o.KubeNode, names, h)
-			}
-		}
-		k, val := o.labelKV()
-		kn, err := newKubeNode(o.KubeNode)
-		if err != nil {
-			return err
-		}
-		if err := kn.setLabel(ctx, k, &val); err != nil {
-			return err
-		}
-		o.logf("labelled node %s %s", o.KubeNode, o.NodeLabel)
+	k, val := o.labelKV()
+	kn, err := newKubeNode(o.KubeNode)
+	if err != nil {
+		return err
 	}
+	if err := kn.setLabel(ctx, k, &val); err != nil {
+		return err
+	}
+	o.logf("labelled node %s %s", o.KubeNode, o.NodeLabel)
 	return nil
 }
 
@@ -318,19 +422,9 @@ func Install(ctx context.Context, o Options) error {
 // not (install) or still does (uninstall) report the handlers, then waits
 // until it does.
 func (o *Options) restartFor(ctx context.Context, root *hostRoot, configChanged, present bool) error {
-	if !configChanged {
-		if names, err := criHandlers(ctx, root, o.Address); err == nil {
-			ok := true
-			for _, h := range o.Handlers {
-				if slicesContains(names, h) != present {
-					ok = false
-				}
-			}
-			if ok {
-				o.logf("containerd's config is unchanged and its CRI reports %v as expected; not restarting", o.Handlers)
-				return nil
-			}
-		}
+	if !configChanged && o.handlersAre(ctx, root, present) {
+		o.logf("containerd's config is unchanged and its CRI reports %v as expected; not restarting", o.Handlers)
+		return nil
 	}
 	r := restarter{root: root, unit: o.Unit, command: o.RestartCommand, stdout: o.Stdout}
 	how, err := r.restart(ctx)
@@ -349,182 +443,17 @@ func (o *Options) restartFor(ctx context.Context, root *hostRoot, configChanged,
 	return nil
 }
 
-// Uninstall removes what Install added and restores what it edited.
-func Uninstall(ctx context.Context, o Options) error {
-	if err := checkRoot(); err != nil {
-		return err
-	}
-	if o.KubeNode != "" {
-		// First, so that the scheduler sends no new nsiso pod here.
-		k, _ := o.labelKV()
-		kn, err := newKubeNode(o.KubeNode)
-		if err != nil {
-			return err
-		}
-		if err := kn.setLabel(ctx, k, nil); err != nil {
-			return err
-		}
-		o.logf("removed label %s from node %s", k, o.KubeNode)
-	}
-	root, err := openRoot(o.Root)
+// handlersAre tells whether containerd's CRI answers and reports every
+// handler (present) or none of them (!present).
+func (o *Options) handlersAre(ctx context.Context, root *hostRoot, present bool) bool {
+	names, err := criHandlers(ctx, root, o.Address)
 	if err != nil {
-		return err
-	}
-	defer root.Close()
-	h := hostFS{root: root}
-	rec, err := readRecord(h)
-	if err != nil {
-		return err
-	}
-	if rec == nil {
-		o.logf("nothing to uninstall: no %s under %s", recordPath, o.Root)
-		return nil
-	}
-	if !o.Force {
-		pids, err := runningShims(o.Address, o.socket())
-		if err != nil {
-			return err
-		}
-		if len(pids) > 0 {
-			return fmt.Errorf("refusing to uninstall: %d nsiso shim(s) serve containerd at %s (pids %v); their containers would lose their runtime: "+
-				"move their pods away (the node label is gone, so none come back), or pass --force", len(pids), o.Address, pids)
-		}
-	}
-
-	p := &plan{h: h}
-	var conflicts, kept []string
-	configChanged := false
-	for i := len(rec.Files) - 1; i >= 0; i-- {
-		f := rec.Files[i]
-		cur, err := root.readFile(f.Path, maxFileSize)
-		if errors.Is(err, fs.ErrNotExist) {
-			if f.Backup != "" {
-				p.writes = append(p.writes, write{Path: f.Path, From: f.Backup})
-			}
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read %s: %w", f.Path, unwrapPathError(err))
-		}
-		unchanged := digest(cur) == f.SHA256
-		switch {
-		case f.Edit != nil:
-			orig, ok := f.Edit.Revert(cur)
-			if !ok {
-				conflicts = append(conflicts, fmt.Sprintf("%s no longer holds the text install added at byte %d (%q)", f.Path, f.Edit.Offset, f.Edit.Text))
-				continue
-			}
-			p.writes = append(p.writes, write{Path: f.Path, Data: orig})
-			configChanged = true
-		case f.Keep && !unchanged:
-			kept = append(kept, f.Path)
-		case !unchanged && !o.Force:
-			conflicts = append(conflicts, fmt.Sprintf("%s changed since install (pass --force to remove it anyway)", f.Path))
-		case f.Backup != "":
-			p.writes = append(p.writes, write{Path: f.Path, From: f.Backup})
-		default:
-			p.writes = append(p.writes, write{Path: f.Path, Remove: true})
-			if !f.Keep && filepath.Base(f.Path) != ShimName {
-				configChanged = true
-			}
-		}
-	}
-	// A backup is put back by a rename: one that is missing, or not a
-	// file, would stop uninstall halfway.
-	for _, w := range p.writes {
-		if w.From == "" {
-			continue
-		}
-		if st, err := root.stat(w.From); err != nil || !st.Mode().IsRegular() {
-			conflicts = append(conflicts, fmt.Sprintf("the backup %s of %s is missing", w.From, w.Path))
-		}
-	}
-	if len(conflicts) > 0 {
-		return fmt.Errorf("refusing to uninstall, nothing was changed: %s", strings.Join(conflicts, "; "))
-	}
-	p.writes = append(p.writes, write{Path: recordPath, Remove: true})
-	dirs := append([]string{}, rec.Dirs...)
-	sort.Slice(dirs, func(i, j int) bool { return strings.Count(dirs[i], "/") > strings.Count(dirs[j], "/") })
-	p.rmdirs = dirs
-	if err := p.checkWritable(); err != nil {
-		return fmt.Errorf("refusing to uninstall: %w; nothing was changed", err)
-	}
-	if err := p.apply(); err != nil {
-		return err
-	}
-	for _, w := range p.writes {
-		switch {
-		case w.Remove:
-			o.logf("removed %s", w.Path)
-		case w.From != "":
-			o.logf("restored %s from %s", w.Path, w.From)
-		default:
-			o.logf("restored %s", w.Path)
-		}
-	}
-	for _, k := range kept {
-		o.logf("kept %s: changed since install, so it is the operator's", k)
-	}
-	if o.Restart {
-		o.Handlers = rec.Handlers
-		return o.restartFor(ctx, root, configChanged, false)
-	}
-	return nil
-}
-
-// runningShims lists nsiso shims serving the containerd at one of
-// addresses: as the host names its socket, or as this process sees it
-// when the host's root is not this process's (the DaemonSet runs with
-// hostPID, so it sees the host's processes).
-func runningShims(addresses ...string) ([]int, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, fmt.Errorf("list processes: %w", err)
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		for _, a := range addresses {
-			if isShimOf(argv, a) {
-				pids = append(pids, pid)
-				break
-			}
-		}
-	}
-	sort.Ints(pids)
-	return pids, nil
-}
-
-// isShimOf tells whether argv is an nsiso shim of the containerd at
-// address (containerd passes its socket as -address).
-func isShimOf(argv []string, address string) bool {
-	if len(argv) == 0 || filepath.Base(argv[0]) != ShimName {
 		return false
 	}
-	for i, a := range argv {
-		if (a == "-address" || a == "--address") && i+1 < len(argv) {
-			return strings.TrimPrefix(argv[i+1], "unix://") == address
-		}
-		if v, ok := strings.CutPrefix(a, "-address="); ok {
-			return strings.TrimPrefix(v, "unix://") == address
+	for _, h := range o.Handlers {
+		if slices.Contains(names, h) != present {
+			return false
 		}
 	}
-	return false
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
+	return true
 }

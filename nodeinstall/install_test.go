@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -303,7 +305,7 @@ func TestInstallReadOnlyUsr(t *testing.T) {
 	if err := unix.Mount(usr, usr, "", unix.MS_BIND, ""); err != nil {
 		t.Skipf("bind mount: %v", err)
 	}
-	t.Cleanup(func() { unix.Unmount(usr, unix.MNT_DETACH) })
+	t.Cleanup(func() { _ = unix.Unmount(usr, unix.MNT_DETACH) })
 	if err := unix.Mount("", usr, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -333,16 +335,16 @@ func TestKubeNodeLabel(t *testing.T) {
 		got = append(got, r.Method+" "+r.URL.EscapedPath()+" "+r.Header.Get("Content-Type")+" "+r.Header.Get("Authorization")+" "+string(body))
 		if strings.Contains(r.URL.Path, "forbidden") {
 			w.WriteHeader(http.StatusForbidden)
-			json.NewEncoder(w).Encode(map[string]string{"kind": "Status", "message": `nodes "forbidden" is forbidden: ValidatingAdmissionPolicy denied`})
+			_ = json.NewEncoder(w).Encode(map[string]string{"kind": "Status", "message": `nodes "forbidden" is forbidden: ValidatingAdmissionPolicy denied`})
 			return
 		}
-		w.Write([]byte(`{"kind":"Node"}`))
+		_, _ = w.Write([]byte(`{"kind":"Node"}`))
 	}))
 	defer srv.Close()
 	sa := t.TempDir()
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	os.WriteFile(filepath.Join(sa, "ca.crt"), ca, 0o644)
-	os.WriteFile(filepath.Join(sa, "token"), []byte("tok\n"), 0o600)
+	mustWrite(t, filepath.Join(sa, "ca.crt"), string(ca))
+	mustWrite(t, filepath.Join(sa, "token"), "tok\n")
 	u, _ := url.Parse(srv.URL)
 	t.Setenv("KUBERNETES_SERVICE_HOST", u.Hostname())
 	t.Setenv("KUBERNETES_SERVICE_PORT", u.Port())
@@ -486,4 +488,151 @@ func TestInstallResolvesInRoot(t *testing.T) {
 			t.Errorf("outside the root changed: %v", d)
 		}
 	})
+}
+
+// The conflict check: a handler of ours defined in any file containerd
+// loads, other than the drop-in and files install added, is refused, each
+// shape with its own message.
+func TestCheckConflicts(t *testing.T) {
+	const (
+		cfg    = "/etc/containerd/config.toml"
+		dropIn = "/etc/containerd/conf.d/nsiso-cri.toml"
+		other  = "/etc/containerd/conf.d/x.toml"
+	)
+	v3 := func(handler, body string) string {
+		return "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes." + handler + "]\n" + body
+	}
+	v2 := func(handler, body string) string {
+		return "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes." + handler + "]\n" + body
+	}
+	addedOther := &Record{Files: []RecordFile{{Path: other, Added: true}}}
+	editedOther := &Record{Files: []RecordFile{{Path: other, Edit: &Insertion{}}}}
+	for _, tc := range []struct {
+		name     string
+		files    map[string]string // path -> content, loaded in path order
+		rec      *Record
+		handlers []string
+		want     string // "" for no conflict
+	}{
+		{name: "no handler anywhere", files: map[string]string{cfg: "version = 3\n"}},
+		{name: "other handlers only", files: map[string]string{cfg: v3("runc", "  runtime_type = \"io.containerd.runc.v2\"\n")}},
+		{name: "another runtime_type", files: map[string]string{cfg: v3("nsiso", "  runtime_type = \"io.containerd.runc.v2\"\n")},
+			want: `CRI runtime handler "nsiso" already exists in /etc/containerd/config.toml with runtime_type "io.containerd.runc.v2"; choose another name with --handler`},
+		{name: "nsiso's runtime_type, by hand", files: map[string]string{cfg: v3("nsiso", "  runtime_type = \"io.containerd.nsiso.v1\"\n")},
+			want: `CRI runtime handler "nsiso" is already defined in /etc/containerd/config.toml (not by nsiso install); remove it there`},
+		{name: "options without runtime_type", files: map[string]string{other: v3("nsiso.options", "  ConfigPath = \"/x\"\n")},
+			want: `CRI runtime handler "nsiso" is already configured in /etc/containerd/conf.d/x.toml; remove it there`},
+		{name: "version 2 table", files: map[string]string{other: v2("nsiso", "  runtime_type = \"io.containerd.kata.v2\"\n")},
+			want: `CRI runtime handler "nsiso" already exists in /etc/containerd/conf.d/x.toml with runtime_type "io.containerd.kata.v2"`},
+		{name: "version 2 file with the new plugin's table", files: map[string]string{cfg: "version = 2\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.nsiso]\n  runtime_type = \"io.containerd.runc.v2\"\n"},
+			want: `already exists in /etc/containerd/config.toml with runtime_type "io.containerd.runc.v2"`},
+		{name: "the drop-in itself", files: map[string]string{dropIn: v3("nsiso", "  runtime_type = \"io.containerd.runc.v2\"\n")}},
+		{name: "a file install added", files: map[string]string{other: v3("nsiso", "  runtime_type = \"io.containerd.nsiso.v1\"\n")}, rec: addedOther},
+		{name: "a file install only edited", files: map[string]string{other: v3("nsiso", "  runtime_type = \"io.containerd.nsiso.v1\"\n")}, rec: editedOther,
+			want: `CRI runtime handler "nsiso" is already defined in /etc/containerd/conf.d/x.toml (not by nsiso install)`},
+		{name: "the second of two handlers", files: map[string]string{cfg: v3("gvisor", "  runtime_type = \"io.containerd.runsc.v1\"\n")},
+			handlers: []string{"nsiso", "gvisor"},
+			want:     `CRI runtime handler "gvisor" already exists in /etc/containerd/config.toml with runtime_type "io.containerd.runsc.v1"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var files []*configFile
+			for _, p := range sortedKeys(tc.files) {
+				f, err := parseConfigFile(p, []byte(tc.files[p]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				files = append(files, f)
+			}
+			rec := tc.rec
+			if rec == nil {
+				rec = &Record{}
+			}
+			handlers := tc.handlers
+			if handlers == nil {
+				handlers = []string{"nsiso"}
+			}
+			err := checkConflicts(files, rec, dropIn, handlers)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("got %v\nwant …%s", err, tc.want)
+			}
+		})
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// The install record names each file install wrote, how it came there
+// (added, edited, a file kept aside) and the content it left, so that
+// uninstall can take back exactly that.
+func TestInstallRecord(t *testing.T) {
+	needRoot(t)
+	const (
+		shimPath = DefaultBinDir + "/" + ShimName
+		dropIn   = "/etc/containerd/conf.d/nsiso-cri.toml"
+		backup   = backupDir + "/" + ShimName
+	)
+	added := func(p string) RecordFile { return RecordFile{Path: p, Added: true} }
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  []RecordFile // SHA256 left out: checked against the files
+		dirs  []string
+	}{
+		{name: "empty host",
+			want: []RecordFile{added(shimPath), {Path: DefaultPolicy, Added: true, Keep: true}, added(dropIn), added(DefaultConfig)},
+			dirs: []string{"/usr", "/usr/local", "/usr/local/bin", "/etc", "/etc/containerd", "/etc/containerd/conf.d", "/var", "/var/lib", "/var/lib/nsiso"}},
+		{name: "a config without imports is edited",
+			files: map[string]string{DefaultConfig: v3NoImports},
+			want: []RecordFile{added(shimPath), {Path: DefaultPolicy, Added: true, Keep: true}, added(dropIn),
+				{Path: DefaultConfig, Edit: &Insertion{Offset: len("# the operator's config\nversion = 3\n"), Text: "imports = [\"/etc/containerd/conf.d/nsiso-cri.toml\"]\n"}}},
+			dirs: []string{"/usr", "/usr/local", "/usr/local/bin", "/etc/containerd/conf.d", "/var", "/var/lib", "/var/lib/nsiso"}},
+		{name: "a config importing a drop-in directory is not touched",
+			files: map[string]string{DefaultConfig: "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n", "/etc/containerd/conf.d/a.toml": "version = 3\n"},
+			want:  []RecordFile{added(shimPath), {Path: DefaultPolicy, Added: true, Keep: true}, added(dropIn)},
+			dirs:  []string{"/usr", "/usr/local", "/usr/local/bin", "/var", "/var/lib", "/var/lib/nsiso"}},
+		{name: "a shim already there is kept aside, nsiso.toml left alone",
+			files: map[string]string{DefaultConfig: "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n", "/etc/containerd/conf.d/a.toml": "version = 3\n",
+				shimPath: "the old shim", DefaultPolicy: "# the operator's\n"},
+			want: []RecordFile{{Path: shimPath, Backup: backup}, added(dropIn)},
+			dirs: []string{"/var", "/var/lib", "/var/lib/nsiso", "/var/lib/nsiso/backup"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(t, tc.files)
+			for round := 1; round <= 2; round++ {
+				if err := Install(context.Background(), h.opts()); err != nil {
+					t.Fatal(err)
+				}
+				var rec Record
+				if err := json.Unmarshal([]byte(h.read(t, recordPath)), &rec); err != nil {
+					t.Fatal(err)
+				}
+				if rec.Format != recordFormat || strings.Join(rec.Handlers, ",") != DefaultHandler {
+					t.Errorf("round %d: format %d, handlers %v", round, rec.Format, rec.Handlers)
+				}
+				for i := range rec.Files {
+					f := &rec.Files[i]
+					if got := digest([]byte(h.read(t, f.Path))); f.SHA256 != got {
+						t.Errorf("round %d: %s recorded with sha256 %s, holds %s", round, f.Path, f.SHA256, got)
+					}
+					f.SHA256 = ""
+				}
+				if !reflect.DeepEqual(rec.Files, tc.want) {
+					t.Errorf("round %d: files\n%+v\nwant\n%+v", round, rec.Files, tc.want)
+				}
+				if !reflect.DeepEqual(rec.Dirs, tc.dirs) {
+					t.Errorf("round %d: dirs %q, want %q", round, rec.Dirs, tc.dirs)
+				}
+			}
+		})
+	}
 }

@@ -54,7 +54,7 @@ func renderMainConfig(dropIn string) []byte {
 }
 
 // nsisoDefaults is nsiso.toml as install writes it when absent: the
-// documented defaults (README, examples/nsiso.toml), with the sizes that
+// documented defaults (docs/config.md, examples/nsiso.toml), with the sizes that
 // have no default left commented out.
 const nsisoDefaults = `# nsiso's policy for this node (written by ` + "`nsiso install`" + ` only because the
 # file was absent; it is never overwritten, and uninstall removes it only when

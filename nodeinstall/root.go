@@ -397,7 +397,7 @@ func (r *hostRoot) writeAtomic(hostPath string, data []byte, mode os.FileMode) e
 	done := false
 	defer func() {
 		if !done {
-			unix.Unlinkat(dir, tmp, 0)
+			_ = unix.Unlinkat(dir, tmp, 0) // best effort: the write already failed
 		}
 	}()
 	err = writeAll(f, data, mode, uid, gid)

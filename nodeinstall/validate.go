@@ -159,7 +159,7 @@ func newScratch(parent *os.File) (*scratchDir, error) {
 		}
 		dir, err := unix.Openat(int(parent.Fd()), name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			unix.Unlinkat(int(parent.Fd()), name, unix.AT_REMOVEDIR)
+			_ = unix.Unlinkat(int(parent.Fd()), name, unix.AT_REMOVEDIR) // best effort: the open already failed
 			return nil, &os.PathError{Op: "open", Path: name, Err: err}
 		}
 		return &scratchDir{parent: parent, dir: dir, name: name}, nil
@@ -181,12 +181,14 @@ func (s *scratchDir) write(name string, data []byte) error {
 	return err
 }
 
+// remove takes the scratch directory away, best effort: what it held was
+// only ever read.
 func (s *scratchDir) remove() {
 	for _, n := range s.files {
-		unix.Unlinkat(s.dir, n, 0)
+		_ = unix.Unlinkat(s.dir, n, 0)
 	}
-	unix.Close(s.dir)
-	unix.Unlinkat(int(s.parent.Fd()), s.name, unix.AT_REMOVEDIR)
+	_ = unix.Close(s.dir)
+	_ = unix.Unlinkat(int(s.parent.Fd()), s.name, unix.AT_REMOVEDIR)
 }
 
 // run is `containerd --config main config dump`.

@@ -126,36 +126,77 @@ func StartContainerd(ctx context.Context, opts Options) (_ *Containerd, retErr e
 	if opts.Binary == "" {
 		return nil, errors.New("start containerd: Options.Binary is empty")
 	}
-	binary, err := filepath.Abs(opts.Binary)
+	binary, version, err := containerdBinary(opts.Binary)
 	if err != nil {
 		return nil, fmt.Errorf("start containerd: %w", err)
 	}
-	version, err := ContainerdVersion(binary)
+	dir, err := daemonDir(opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	c := newContainerd(dir, binary, version, opts)
+	defer func() {
+		if retErr != nil {
+			_ = c.Stop()
+		}
+	}()
+	shimSockDir, err := c.makeDirs()
+	if err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	c.snapshotter = opts.Snapshotter
+	if c.snapshotter == "" {
+		c.snapshotter = SnapshotterNative
+		if err := probeOverlay(dir); err == nil {
+			c.snapshotter = SnapshotterOverlayfs
+		}
+	}
+	if err := c.writeConfig(opts, shimSockDir); err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	if err := c.launch(ctx); err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	c.serving = true
+	return c, nil
+}
+
+// containerdBinary resolves the daemon's executable and checks that it is
+// containerd 2.x.
+func containerdBinary(path string) (binary, version string, err error) {
+	if binary, err = filepath.Abs(path); err != nil {
+		return "", "", err
+	}
+	if version, err = ContainerdVersion(binary); err != nil {
+		return "", "", err
 	}
 	if major, _, _ := majorMinor(version); major < 2 {
-		return nil, fmt.Errorf("start containerd: %s is containerd %s; only 2.x is supported", binary, version)
+		return "", "", fmt.Errorf("%s is containerd %s; only 2.x is supported", binary, version)
 	}
+	return binary, version, nil
+}
 
-	dir := opts.Dir
+// daemonDir creates the daemon's directory (a fresh one when dir is
+// empty) and returns its real path: mount points in /proc/self/mountinfo
+// are real paths, and cleanup matches on them.
+func daemonDir(dir string) (string, error) {
+	var err error
 	if dir == "" {
 		dir, err = os.MkdirTemp("", "nsiso-ctd-")
 	} else {
 		err = os.MkdirAll(dir, 0o711)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("start containerd: create dir: %w", err)
+		return "", fmt.Errorf("create dir: %w", err)
 	}
-	// Mount points in /proc/self/mountinfo are real paths, and cleanup
-	// matches on them.
-	if dir, err = filepath.Abs(dir); err == nil {
-		dir, err = filepath.EvalSymlinks(dir)
+	if dir, err = filepath.Abs(dir); err != nil {
+		return "", err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
-	}
+	return filepath.EvalSymlinks(dir)
+}
 
+// newContainerd lays out the daemon's paths in dir and its command line.
+func newContainerd(dir, binary, version string, opts Options) *Containerd {
 	c := &Containerd{
 		dir:          dir,
 		address:      filepath.Join(dir, "containerd.sock"),
@@ -165,6 +206,7 @@ func StartContainerd(ctx context.Context, opts Options) (_ *Containerd, retErr e
 		fifoDir:      filepath.Join(dir, "fifo"),
 		version:      version,
 		ctr:          opts.Ctr,
+		startTimeout: opts.StartTimeout,
 	}
 	if c.logPath == "" {
 		c.logPath = filepath.Join(dir, "containerd.log")
@@ -172,39 +214,47 @@ func StartContainerd(ctx context.Context, opts Options) (_ *Containerd, retErr e
 	if c.ctr == "" {
 		c.ctr = filepath.Join(filepath.Dir(binary), "ctr")
 	}
-	defer func() {
-		if retErr != nil {
-			_ = c.Stop()
-		}
-	}()
-
-	if len(c.ttrpcAddress) > maxUnixPathLen {
-		return nil, fmt.Errorf("start containerd: socket path %s is longer than %d bytes; use a shorter Dir", c.ttrpcAddress, maxUnixPathLen)
+	if c.startTimeout == 0 {
+		c.startTimeout = defaultStartTimeout
 	}
-	shimSockDir := filepath.Join(dir, "s")
+	logLevel := opts.LogLevel
+	if logLevel == "" {
+		logLevel = "info"
+	}
+	c.args = []string{binary, "--config", c.configPath, "--log-level", logLevel}
+	c.env = daemonEnv(os.Environ(), opts.PathPrepend, opts.Env)
+	return c
+}
+
+// makeDirs checks that the sockets fit in a unix socket path and creates
+// the shim socket and FIFO directories; it returns the shim socket
+// directory, which is outside dir when dir's is too long for containerd.
+func (c *Containerd) makeDirs() (string, error) {
+	if len(c.ttrpcAddress) > maxUnixPathLen {
+		return "", fmt.Errorf("socket path %s is longer than %d bytes; use a shorter Dir", c.ttrpcAddress, maxUnixPathLen)
+	}
+	shimSockDir := filepath.Join(c.dir, "s")
 	if len(shimSockDir) > maxShimSocketDirLen {
+		var err error
 		if shimSockDir, err = os.MkdirTemp("/tmp", "nsiso-s-"); err != nil {
-			return nil, fmt.Errorf("start containerd: shim socket dir: %w", err)
+			return "", fmt.Errorf("shim socket dir: %w", err)
 		}
 		c.shimSockDir = shimSockDir
 	}
 	if err := os.MkdirAll(shimSockDir, 0o700); err != nil {
-		return nil, fmt.Errorf("start containerd: shim socket dir: %w", err)
+		return "", fmt.Errorf("shim socket dir: %w", err)
 	}
 	if err := os.MkdirAll(c.fifoDir, 0o700); err != nil {
-		return nil, fmt.Errorf("start containerd: fifo dir: %w", err)
+		return "", fmt.Errorf("fifo dir: %w", err)
 	}
+	return shimSockDir, nil
+}
 
-	c.snapshotter = opts.Snapshotter
-	if c.snapshotter == "" {
-		c.snapshotter = SnapshotterNative
-		if err := probeOverlay(dir); err == nil {
-			c.snapshotter = SnapshotterOverlayfs
-		}
-	}
-
+// writeConfig writes the daemon's config: the generated one, or, with
+// ConfigImports, one that imports those files and the generated one last.
+func (c *Containerd) writeConfig(opts Options, shimSockDir string) error {
 	cfg, err := renderConfig(configParams{
-		Dir:           dir,
+		Dir:           c.dir,
 		Address:       c.address,
 		TTRPCAddress:  c.ttrpcAddress,
 		ShimSocketDir: shimSockDir,
@@ -213,34 +263,19 @@ func StartContainerd(ctx context.Context, opts Options) (_ *Containerd, retErr e
 		ExtraConfig:   opts.ExtraConfig,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
+		return err
 	}
 	if len(opts.ConfigImports) > 0 {
-		generated := filepath.Join(dir, "generated.toml")
+		generated := filepath.Join(c.dir, "generated.toml")
 		if err := os.WriteFile(generated, []byte(cfg), 0o600); err != nil {
-			return nil, fmt.Errorf("start containerd: write config: %w", err)
+			return fmt.Errorf("write config: %w", err)
 		}
 		cfg = importsConfig(append(append([]string{}, opts.ConfigImports...), generated))
 	}
 	if err := os.WriteFile(c.configPath, []byte(cfg), 0o600); err != nil {
-		return nil, fmt.Errorf("start containerd: write config: %w", err)
+		return fmt.Errorf("write config: %w", err)
 	}
-
-	logLevel := opts.LogLevel
-	if logLevel == "" {
-		logLevel = "info"
-	}
-	c.args = []string{binary, "--config", c.configPath, "--log-level", logLevel}
-	c.env = daemonEnv(os.Environ(), opts.PathPrepend, opts.Env)
-	c.startTimeout = opts.StartTimeout
-	if c.startTimeout == 0 {
-		c.startTimeout = defaultStartTimeout
-	}
-	if err := c.launch(ctx); err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
-	}
-	c.serving = true
-	return c, nil
+	return nil
 }
 
 // launch starts the daemon process and waits until it serves.

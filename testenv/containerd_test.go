@@ -210,7 +210,7 @@ func TestStartContainerd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer ctd.Stop()
+		defer func() { _ = ctd.Stop() }()
 		dir := ctd.Dir()
 		nctx, err := ctd.Namespace(ctx, "nsiso-testenv")
 		if err != nil {
