@@ -51,8 +51,8 @@ func WriteFileAtomic(path string, data []byte) (err error) {
 	// The rename itself is durable once the directory is synced; a failure
 	// here loses nothing a reader can see.
 	if d, derr := os.Open(dir); derr == nil {
-		d.Sync()
-		d.Close()
+		_ = d.Sync()
+		_ = d.Close()
 	}
 	return nil
 }

@@ -159,9 +159,9 @@ func readShm(s *specs.Spec, stat func(string) (hostns.FileID, error)) SpecShm {
 	mounted := false
 	for _, m := range s.Mounts {
 		dest := specmod.MountDest(m)
-		switch {
-		case dest == specmod.ShmPath:
-		case dest == "/dev" || dest == "/":
+		switch dest {
+		case specmod.ShmPath:
+		case "/dev", "/":
 			// A mount over /dev/shm's parent: a tmpfs or a device file
 			// system hides whatever was there; a bind shows the source's
 			// own shm (an rbind with whatever is mounted on it).

@@ -233,42 +233,6 @@ func (s *suite) remove(t *testing.T, r *task) {
 	}
 }
 
-// run runs a container to completion and returns its output.
-func (s *suite) run(t *testing.T, id string, sp spec) (stdout string, code uint32) {
-	t.Helper()
-	c := s.newContainer(t, id, sp)
-	var out, errb bytes.Buffer
-	tk, err := c.NewTask(s.ctx, cio.NewCreator(cio.WithStreams(nil, &out, &errb), cio.WithFIFODir(s.ctd.FIFODir())))
-	if err != nil {
-		_ = c.Delete(s.ctx, client.WithSnapshotCleanup)
-		t.Fatalf("create task %s: %v", id, err)
-	}
-	r := &task{id: id, c: c, t: tk}
-	defer s.remove(t, r)
-	wait, err := tk.Wait(s.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tk.Start(s.ctx); err != nil {
-		t.Fatalf("start %s: %v", id, err)
-	}
-	select {
-	case st := <-wait:
-		code = st.ExitCode()
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s did not exit", id)
-	}
-	_ = tk.CloseIO(s.ctx)
-	if _, err := tk.Delete(s.ctx); err != nil {
-		t.Fatalf("delete task %s: %v", id, err)
-	}
-	r.t = nil
-	if code != 0 {
-		t.Logf("%s exited %d; stderr: %s", id, code, errb.String())
-	}
-	return out.String(), code
-}
-
 // tryCreate creates a task and reports the error; a task that was created
 // is removed again. The container record is always removed.
 func (s *suite) tryCreate(t *testing.T, id string, sp spec) error {

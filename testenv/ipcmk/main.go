@@ -249,7 +249,7 @@ func parseSize(s string) (int64, error) {
 	if suffix == "" {
 		return n, nil
 	}
-	exp := strings.IndexByte("KMGTPE", byte(strings.ToUpper(suffix[:1])[0])) + 1
+	exp := strings.IndexByte("KMGTPE", strings.ToUpper(suffix[:1])[0]) + 1
 	if exp == 0 {
 		return 0, fmt.Errorf("invalid size %q", s)
 	}
