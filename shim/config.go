@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
 
 	"github.com/nsiso/nsiso/internal/beneath"
 	"github.com/nsiso/nsiso/specmod"
@@ -28,8 +32,8 @@ const maxConfigSize = 1 << 20
 
 // Config is the operator's nsiso.toml. Keys are snake_case, like the rest of
 // containerd's config, and unknown keys are an error so that a typo in a
-// security setting never goes unnoticed. The toml tags name the keys as a
-// TOML decoder would map them; the tests hold ParseConfig to one.
+// security setting never goes unnoticed. The toml tags are the keys, in
+// exactly this letter case.
 type Config struct {
 	// BinaryName, Root and SystemdCgroup are passed to runc as runc.v2's
 	// options of the same names would be; nil means runc.v2's default.
@@ -89,56 +93,137 @@ var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
 // ParseConfig reads and validates an nsiso.toml document, strictly: an
 // unknown key, a table, or a value of the wrong type is an error that names
-// the line and the key. where names the source in errors.
-func ParseConfig(where string, data []byte) (*Config, error) {
-	c, err := decodeConfig(bytes.TrimPrefix(data, utf8BOM))
-	if err == nil {
+// the line and the key. source names the document in errors.
+func ParseConfig(source string, data []byte) (*Config, error) {
+	var (
+		c   *Config
+		err error
+	)
+	if len(data) > maxConfigSize {
+		// ConfigBody comes in runtime options, unbounded by LoadConfig.
+		err = fmt.Errorf("%d bytes, more than the %d allowed", len(data), maxConfigSize)
+	} else if c, err = decodeConfig(bytes.TrimPrefix(data, utf8BOM)); err == nil {
 		err = c.validate()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("nsiso config %s: %w", specmod.Truncate(where), err)
+		return nil, fmt.Errorf("nsiso config %s: %w", specmod.Truncate(source), err)
 	}
 	return c, nil
 }
 
+// decodeConfig decodes a document with go-toml, after checkKeys has held
+// it to what Config takes: go-toml alone would match keys in any letter
+// case, read a [table] header named like a key as that key, and (v2.2.4)
+// give some errors no line.
 func decodeConfig(data []byte) (*Config, error) {
-	entries, err := parseFlatTOML(data)
-	if err != nil {
+	if err := goTOML(func() error { return checkKeys(data) }); err != nil {
 		return nil, err
 	}
-	var c Config
-	for _, e := range entries {
-		want, boolean, ok := keyType(e.key)
-		if !ok || e.kind == tomlTable {
-			return nil, fmt.Errorf("line %d: unknown key %q (known: %s)", e.line, specmod.Truncate(e.key), knownKeys)
+	c := &Config{}
+	err := goTOML(func() error {
+		d := toml.NewDecoder(bytes.NewReader(data))
+		d.DisallowUnknownFields()
+		return d.Decode(c)
+	})
+	var de *toml.DecodeError
+	switch {
+	case errors.As(err, &de):
+		line, col := de.Position()
+		return nil, fmt.Errorf("line %d, column %d: %s", line, col, oneLine(strings.TrimPrefix(de.Error(), "toml: ")))
+	case err != nil:
+		return nil, errors.New(oneLine(err.Error()))
+	}
+	return c, nil
+}
+
+// goTOML runs f, which calls go-toml, and turns a panic into an error:
+// v2.2.4 panics on some documents (`"\b"=""`, `systemd_cgroup = 1979-05-27`).
+func goTOML(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("not TOML that nsiso reads (the TOML library failed: %s)", oneLine(fmt.Sprint(r)))
 		}
-		if boolean && e.kind != tomlBool || !boolean && e.kind != tomlString {
-			return nil, fmt.Errorf("line %d: %s = %s: want %s", e.line, e.key, specmod.Truncate(e.raw), want)
+	}()
+	return f()
+}
+
+// checkKeys parses the document with go-toml's parser and holds every
+// expression to a key of Config, written exactly as its tag, at the top
+// level, set once, with a value of the key's type. A syntax error names
+// its line and column.
+func checkKeys(data []byte) error {
+	var p unstable.Parser
+	p.Reset(data)
+	seen := map[string]int{}
+	for p.NextExpression() {
+		e := p.Expression()
+		if e.Kind != unstable.KeyValue && e.Kind != unstable.Table && e.Kind != unstable.ArrayTable {
+			continue
 		}
-		switch e.key {
-		case "binary_name":
-			c.BinaryName = &e.str
-		case "root":
-			c.Root = &e.str
-		case "systemd_cgroup":
-			c.SystemdCgroup = e.b
-		case "disallow_sharing_host_ipc_namespace":
-			c.DisallowSharingHostIPCNamespace = &e.b
-		case "disallow_sharing_host_pid_namespace":
-			c.DisallowSharingHostPIDNamespace = &e.b
-		case "default_container_shm_size":
-			c.DefaultContainerShmSize = e.str
-		case "max_container_shm_size":
-			c.MaxContainerShmSize = e.str
-		case "max_container_sysv_shm_size":
-			c.MaxContainerSysvShmSize = e.str
-		case "ConfigPath":
-			c.ConfigPath = e.str
-		case "TypeUrl":
-			c.TypeURL = e.str
+		var parts []string
+		var last unstable.Range
+		line := 0
+		for it := e.Key(); it.Next(); {
+			k := it.Node()
+			parts = append(parts, string(k.Data))
+			last = k.Raw
+			if line == 0 {
+				line = p.Shape(k.Raw).Start.Line
+			}
+		}
+		key := strings.Join(parts, ".")
+		want, boolean, ok := keyType(key)
+		if !ok || e.Kind != unstable.KeyValue {
+			return fmt.Errorf("line %d: unknown key %q (known: %s)", line, specmod.Truncate(key), knownKeys)
+		}
+		if first, dup := seen[key]; dup {
+			return fmt.Errorf("line %d: key %q is set twice (first on line %d)", line, key, first)
+		}
+		seen[key] = line
+		if kind := e.Value().Kind; boolean && kind != unstable.Bool || !boolean && kind != unstable.String {
+			return fmt.Errorf("line %d: %s = %s: want %s", line, key, oneLine(valueText(data, last)), want)
 		}
 	}
-	return &c, nil
+	var pe *unstable.ParserError
+	if err := p.Error(); errors.As(err, &pe) && pe.Highlight != nil {
+		at := p.Shape(p.Range(pe.Highlight)).Start
+		return fmt.Errorf("line %d, column %d: %s (in %q)", at.Line, at.Column, oneLine(pe.Message), specmod.Truncate(lineText(data, at.Offset)))
+	} else if err != nil {
+		return errors.New(oneLine(err.Error()))
+	}
+	return nil
+}
+
+// oneLine is s cut, and escaped when it holds a control character (a
+// go-toml message may quote a newline of the document as it is).
+func oneLine(s string) string {
+	s = specmod.Truncate(s)
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		q := strconv.Quote(s)
+		return q[1 : len(q)-1]
+	}
+	return s
+}
+
+// valueText is the value of a key as written: the rest of the key's line
+// after the "=".
+func valueText(data []byte, key unstable.Range) string {
+	rest := data[key.Offset+key.Length:]
+	if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+		rest = rest[:i]
+	}
+	_, v, _ := bytes.Cut(rest, []byte("="))
+	return string(bytes.TrimSpace(v))
+}
+
+// lineText is the line of data holding offset, without its blanks.
+func lineText(data []byte, offset int) string {
+	start := bytes.LastIndexByte(data[:offset], '\n') + 1
+	end := len(data)
+	if i := bytes.IndexByte(data[offset:], '\n'); i >= 0 {
+		end = offset + i
+	}
+	return string(bytes.TrimSpace(data[start:end]))
 }
 
 // validate checks the config once, one rule per function as runc's config

@@ -39,8 +39,8 @@ func judged(p specmod.Policy, t specs.LinuxNamespaceType) bool {
 // A path that cannot be opened is left as it is: the rules judge it by
 // name (the host's pid 1, which this process may not open) or refuse it,
 // and runc would fail on it. A path that opens to anything but a namespace
-// file is refused.
-func holdNamespaces(id string, s *specs.Spec, p specmod.Policy) (*heldNamespaces, error) {
+// file is refused, naming the container id and req's pod.
+func holdNamespaces(id string, req specmod.Request, s *specs.Spec, p specmod.Policy) (*heldNamespaces, error) {
 	h := &heldNamespaces{}
 	if s.Linux == nil {
 		return h, nil
@@ -57,7 +57,7 @@ func holdNamespaces(id string, s *specs.Spec, p specmod.Policy) (*heldNamespaces
 		if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil || fs.Type != unix.NSFS_MAGIC {
 			f.Close()
 			h.close()
-			return nil, &specmod.Error{Container: id, Key: "linux.namespaces." + string(n.Type) + ".path", Value: n.Path, Reason: "not a namespace file"}
+			return nil, &specmod.Error{Container: id, Pod: req.Pod, Key: "linux.namespaces." + string(n.Type) + ".path", Value: n.Path, Reason: "not a namespace file"}
 		}
 		h.files = append(h.files, f)
 		if h.paths == nil {

@@ -34,6 +34,7 @@ func TestHoldNamespacesPinsWhatIsJudged(t *testing.T) {
 		ns      []specs.LinuxNamespace
 		policy  specmod.Policy
 		held    []specs.LinuxNamespaceType
+		pod     string
 		wantErr string
 	}{
 		{name: "judged ipc and mount paths are held", policy: strict,
@@ -51,10 +52,13 @@ func TestHoldNamespacesPinsWhatIsJudged(t *testing.T) {
 		{name: "not a namespace file", policy: strict,
 			ns:      []specs.LinuxNamespace{{Type: specs.IPCNamespace, Path: notNS}},
 			wantErr: `nsiso: container "c": linux.namespaces.ipc.path="` + notNS + `": not a namespace file`},
+		{name: "not a namespace file, in a pod", policy: strict, pod: "team-a/web",
+			ns:      []specs.LinuxNamespace{{Type: specs.IPCNamespace, Path: notNS}},
+			wantErr: `nsiso: container "c" of pod "team-a/web": linux.namespaces.ipc.path="` + notNS + `": not a namespace file`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &specs.Spec{Linux: &specs.Linux{Namespaces: append([]specs.LinuxNamespace(nil), tc.ns...)}}
-			h, err := holdNamespaces("c", s, tc.policy)
+			h, err := holdNamespaces("c", specmod.Request{Pod: tc.pod}, s, tc.policy)
 			if tc.wantErr != "" {
 				if err == nil || err.Error() != tc.wantErr {
 					t.Fatalf("error %v, want %s", err, tc.wantErr)

@@ -43,7 +43,7 @@ type parentRef struct {
 
 // parentError is a rejection naming the parent as the user named it.
 func parentError(req specmod.Request, child, format string, args ...any) error {
-	return &specmod.Error{Container: child, Key: req.ParentKey, Value: req.Parent, Reason: fmt.Sprintf(format, args...)}
+	return &specmod.Error{Container: child, Pod: req.Pod, Key: req.ParentKey, Value: req.Parent, Reason: fmt.Sprintf(format, args...)}
 }
 
 // openParent asks containerd for the init of the parent's task in the
@@ -230,20 +230,11 @@ func openParentShm(req specmod.Request, child string, sc parentScope) (*os.File,
 	if json.Unmarshal(data, &s) != nil {
 		return nil, parentError(req, child, "the parent's spec is not OCI JSON")
 	}
-	src := ""
-	for i := len(s.Mounts) - 1; i >= 0; i-- {
-		m := s.Mounts[i]
-		if specmod.MountDest(m) != specmod.ShmPath {
-			continue
-		}
-		if specmod.IsBind(m) {
-			src = filepath.Clean(m.Source)
-		}
-		break
-	}
-	if src == "" {
+	m, ok := specmod.ShmMount(s.Mounts)
+	if !ok || !specmod.IsBind(m) {
 		return nil, parentError(req, child, "the parent's /dev/shm lives only inside its mount namespace, so it cannot be shared; start the parent with runtime %s and nsiso/ipc-mode=private, or give this container nsiso/ipc-mode=private", RuntimeName)
 	}
+	src := filepath.Clean(m.Source)
 	own := filepath.Join(sc.taskDir(), req.Parent)
 	for _, name := range []string{ownShmName, pinShmName} {
 		if src == filepath.Join(stateDir(own), name) {

@@ -142,23 +142,22 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (p 
 	if err != nil {
 		return p, fmt.Errorf("nsiso: %w", err)
 	}
-	pod := specmod.PodName(b.Spec.Annotations)
 	req, err := specmod.ParseRequest(r.ID, b.Spec.Annotations)
 	if err != nil {
-		return p, inPod(err, pod)
+		return p, err
 	}
-	if err := specmod.CheckNamespacePaths(r.ID, &b.Spec); err != nil {
-		return p, inPod(err, pod)
+	if err := specmod.CheckNamespacePaths(r.ID, req, &b.Spec); err != nil {
+		return p, err
 	}
-	if p.held, err = holdNamespaces(r.ID, &b.Spec, opts.policy); err != nil {
-		return p, inPod(err, pod)
+	if p.held, err = holdNamespaces(r.ID, req, &b.Spec, opts.policy); err != nil {
+		return p, err
 	}
 	sc := parentScope{namespace: ns, tasks: s.tasks, bundle: r.Bundle}
 	need := specmod.ParentNeeds(&b.Spec, req)
 	p.mounted = need != (specmod.Needs{})
 	parent, err := pinParent(ctx, req, r.ID, sc, need)
 	if err != nil {
-		return p, inPod(err, pod)
+		return p, err
 	}
 	if p.mounted {
 		p.joined = &joinedParent{req: req, sc: sc}
@@ -173,7 +172,7 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (p 
 	}
 	plan, err := specmod.Rewrite(&b.Spec, in)
 	if err != nil {
-		return p, inPod(err, pod)
+		return p, err
 	}
 	if plan.PodShm != nil {
 		if err := resizePodShm(podShm, plan.PodShm.Size); err != nil {
@@ -196,16 +195,6 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (p 
 		l.WithField("id", r.ID).WithField("parent", req.Parent).WithField("written", written).Debug("nsiso: spec rewritten")
 	}
 	return p, nil
-}
-
-// inPod names the pod a refused container belongs to: CRI's container IDs
-// mean nothing to a user.
-func inPod(err error, pod string) error {
-	var pe *specmod.Error
-	if pod != "" && errors.As(err, &pe) && pe.Pod == "" {
-		pe.Pod = pod
-	}
-	return err
 }
 
 // Delete lets runc delete the container, then removes nsiso's mounts.

@@ -33,7 +33,7 @@ type Mode string
 
 // The modes of nsiso/ipc-mode and nsiso/pid-mode.
 const (
-	// ModeUnset keeps Mesos' legacy behaviour (see the README's
+	// ModeUnset keeps Mesos' legacy behaviour (see docs/config.md's
 	// semantics table).
 	ModeUnset Mode = ""
 	// ModePrivate gives the container a namespace of its own.
@@ -57,6 +57,10 @@ type Request struct {
 	ParentKey string
 	// Sandbox is set for a Kubernetes pod sandbox created through CRI.
 	Sandbox bool
+	// Pod is "<namespace>/<name>" of the Kubernetes pod CRI made the
+	// container for, or "": refusals name it, since CRI's container IDs
+	// mean nothing to a user.
+	Pod string
 	// keys records the annotation each setting came from, for messages.
 	keys map[string]string
 }
@@ -86,7 +90,7 @@ func (r Request) key(base string) string {
 // nsiso/shm-size, which on a pod sizes the pod's /dev/shm, is ignored on a
 // container that does not ask for a private IPC namespace.
 func ParseRequest(id string, annotations map[string]string) (Request, error) {
-	var r Request
+	r := Request{Pod: podName(annotations)}
 	criType := annotations[AnnotationCRIContainerType]
 	r.Sandbox = criType == criTypeSandbox
 	name := annotations[AnnotationCRIContainerName]
@@ -104,36 +108,36 @@ func ParseRequest(id string, annotations map[string]string) (Request, error) {
 		v := annotations[k]
 		base, scope, scoped := strings.Cut(k, ".")
 		if scoped && scope == "" {
-			return Request{}, reject(id, k, v, "empty container name after %q", base+".")
+			return Request{}, reject(id, r, k, v, "empty container name after %q", base+".")
 		}
 		switch base {
 		case AnnotationIPCMode, AnnotationPIDMode:
 			if _, ok := parseMode(v); !ok {
-				return Request{}, reject(id, k, v, "unknown mode (use %q or %q)", ModePrivate, ModeShareParent)
+				return Request{}, reject(id, r, k, v, "unknown mode (use %q or %q)", ModePrivate, ModeShareParent)
 			}
 		case AnnotationShmSize:
 			if _, err := ParseSize(v); err != nil {
-				return Request{}, reject(id, k, v, "%v", err)
+				return Request{}, reject(id, r, k, v, "%v", err)
 			}
 		case AnnotationParent:
 			if scoped {
-				return Request{}, reject(id, k, v, "%s cannot be scoped to a container (inside a pod the parent is the sandbox)", AnnotationParent)
+				return Request{}, reject(id, r, k, v, "%s cannot be scoped to a container (inside a pod the parent is the sandbox)", AnnotationParent)
 			}
 			if criType != "" {
-				return Request{}, reject(id, k, v, "not allowed in a Kubernetes pod: a pod's sandbox is top-level and its containers' parent is their own sandbox")
+				return Request{}, reject(id, r, k, v, "not allowed in a Kubernetes pod: a pod's sandbox is top-level and its containers' parent is their own sandbox")
 			}
 			if err := identifiers.Validate(v); err != nil {
-				return Request{}, reject(id, k, v, "not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)")
+				return Request{}, reject(id, r, k, v, "not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)")
 			}
 			if v == id {
-				return Request{}, reject(id, k, v, "a container cannot be its own parent")
+				return Request{}, reject(id, r, k, v, "a container cannot be its own parent")
 			}
 		default:
-			return Request{}, reject(id, k, v, "unknown nsiso annotation (known: %s, %s, %s, %s, and for pods <key>.<container-name>)",
+			return Request{}, reject(id, r, k, v, "unknown nsiso annotation (known: %s, %s, %s, %s, and for pods <key>.<container-name>)",
 				AnnotationIPCMode, AnnotationShmSize, AnnotationPIDMode, AnnotationParent)
 		}
 		if scoped && criType == "" {
-			return Request{}, reject(id, k, v, "a key scoped to a container by name is for Kubernetes pods, whose annotations are per pod; set %s on this container instead", base)
+			return Request{}, reject(id, r, k, v, "a key scoped to a container by name is for Kubernetes pods, whose annotations are per pod; set %s on this container instead", base)
 		}
 		if scoped && (criType != criTypeContainer || scope != name) {
 			continue
@@ -162,7 +166,7 @@ func ParseRequest(id string, annotations map[string]string) (Request, error) {
 			// The pod's size, copied onto its containers by CRI.
 			r.ShmSize = 0
 		default:
-			return Request{}, reject(id, r.key(AnnotationShmSize), v,
+			return Request{}, reject(id, r, r.key(AnnotationShmSize), v,
 				"only allowed with %s=%s, got %s", AnnotationIPCMode, ModePrivate, describeMode(r.IPC))
 		}
 	}
@@ -171,10 +175,10 @@ func ParseRequest(id string, annotations map[string]string) (Request, error) {
 		// write the same annotation.
 		sb := annotations[AnnotationCRISandboxID]
 		if err := identifiers.Validate(sb); err != nil {
-			return Request{}, reject(id, AnnotationCRISandboxID, sb, "not a containerd container ID")
+			return Request{}, reject(id, r, AnnotationCRISandboxID, sb, "not a containerd container ID")
 		}
 		if sb == id {
-			return Request{}, reject(id, AnnotationCRISandboxID, sb, "a container cannot be its own parent")
+			return Request{}, reject(id, r, AnnotationCRISandboxID, sb, "a container cannot be its own parent")
 		}
 		r.Parent, r.ParentKey = sb, AnnotationCRISandboxID
 	}

@@ -228,7 +228,7 @@ func BenchmarkRewrite(b *testing.B) {
 }
 
 func hasShmSource(s *specs.Spec, src string) bool {
-	i := shmMountIndex(s)
+	i := shmMountIndex(s.Mounts)
 	return i >= 0 && s.Mounts[i].Source == src
 }
 

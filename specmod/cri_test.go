@@ -158,7 +158,7 @@ func TestPodShmPlan(t *testing.T) {
 			if want == "" {
 				want = src
 			}
-			if i := shmMountIndex(tc.spec); i < 0 || tc.spec.Mounts[i].Source != want {
+			if i := shmMountIndex(tc.spec.Mounts); i < 0 || tc.spec.Mounts[i].Source != want {
 				t.Fatalf("/dev/shm afterwards: %+v, want a bind of %s", tc.spec.Mounts, want)
 			}
 		})

@@ -25,13 +25,13 @@ func capShmSize(s *specs.Spec, in Input, d decision) error {
 	if max == 0 {
 		return nil
 	}
-	i := shmMountIndex(s)
+	i := shmMountIndex(s.Mounts)
 	if i < 0 {
 		return nil
 	}
 	for _, m := range s.Mounts[i+1:] {
 		if dest := MountDest(m); dest == "/dev" || dest == "/" {
-			return reject(in.ID, "mounts."+dest+".destination", m.Destination, "mounted after /dev/shm, it hides the /dev/shm that %s=%s holds; mount /dev before /dev/shm", RuleMaxShmSize, FormatSize(max))
+			return reject(in.ID, in.Request, "mounts."+dest+".destination", m.Destination, "mounted after /dev/shm, it hides the /dev/shm that %s=%s holds; mount /dev before /dev/shm", RuleMaxShmSize, FormatSize(max))
 		}
 	}
 	m := &s.Mounts[i]
@@ -39,14 +39,14 @@ func capShmSize(s *specs.Spec, in Input, d decision) error {
 		return nil
 	}
 	if !isTmpfs(*m) {
-		return reject(in.ID, "mounts./dev/shm.type", m.Type, "only a tmpfs (or a bind) on /dev/shm can be held to %s=%s", RuleMaxShmSize, FormatSize(max))
+		return reject(in.ID, in.Request, "mounts./dev/shm.type", m.Type, "only a tmpfs (or a bind) on /dev/shm can be held to %s=%s", RuleMaxShmSize, FormatSize(max))
 	}
 	c := cause{"mounts./dev/shm.options", "", ""}
 	if d.shmSize != nil {
 		c = *d.shmSize
 	}
 	if v, ok := optionValue(m.Options, "nr_blocks="); ok {
-		return reject(in.ID, "mounts./dev/shm.options", "nr_blocks="+v, "a tmpfs sized in blocks cannot be checked against %s=%s; give size= in bytes", RuleMaxShmSize, FormatSize(max))
+		return reject(in.ID, in.Request, "mounts./dev/shm.options", "nr_blocks="+v, "a tmpfs sized in blocks cannot be checked against %s=%s; give size= in bytes", RuleMaxShmSize, FormatSize(max))
 	}
 	v, ok := optionValue(m.Options, "size=")
 	if !ok {
@@ -57,18 +57,18 @@ func capShmSize(s *specs.Spec, in Input, d decision) error {
 		c.value = "size=" + v
 	}
 	if strings.HasSuffix(v, "%") {
-		return reject(in.ID, c.key, c.value, "a /dev/shm sized in percent of memory cannot be checked against %s=%s; give a size in bytes", RuleMaxShmSize, FormatSize(max))
+		return reject(in.ID, in.Request, c.key, c.value, "a /dev/shm sized in percent of memory cannot be checked against %s=%s; give a size in bytes", RuleMaxShmSize, FormatSize(max))
 	}
 	size, ok := parseTmpfsSize(v)
 	if !ok {
-		return reject(in.ID, c.key, c.value, "not a tmpfs size")
+		return reject(in.ID, in.Request, c.key, c.value, "not a tmpfs size")
 	}
 	if size == 0 {
 		m.Options = setOption(m.Options, "size=", "size="+strconv.FormatInt(max, 10))
 		return nil
 	}
 	if size > max {
-		return reject(in.ID, c.key, c.value, "/dev/shm of %s is over %s=%s", FormatSize(size), RuleMaxShmSize, FormatSize(max))
+		return reject(in.ID, in.Request, c.key, c.value, "/dev/shm of %s is over %s=%s", FormatSize(size), RuleMaxShmSize, FormatSize(max))
 	}
 	return nil
 }
@@ -76,18 +76,19 @@ func capShmSize(s *specs.Spec, in Input, d decision) error {
 // CheckNamespacePaths refuses a namespace path that is not absolute and a
 // namespace type named twice, both of which the OCI runtime spec forbids:
 // runc opens a relative path from its own working directory, and acts on
-// every entry of a type, so nsiso could judge neither as runc runs it.
-func CheckNamespacePaths(id string, s *specs.Spec) error {
+// every entry of a type, so nsiso could judge neither as runc runs it. r
+// is the container's request, for the refusal.
+func CheckNamespacePaths(id string, r Request, s *specs.Spec) error {
 	if s.Linux == nil {
 		return nil
 	}
 	for i, n := range s.Linux.Namespaces {
 		if n.Path != "" && !path.IsAbs(n.Path) {
-			return reject(id, "linux.namespaces."+string(n.Type)+".path", n.Path, "not an absolute path (the OCI runtime spec requires one; runc would open it relative to its own working directory)")
+			return reject(id, r, "linux.namespaces."+string(n.Type)+".path", n.Path, "not an absolute path (the OCI runtime spec requires one; runc would open it relative to its own working directory)")
 		}
 		for _, o := range s.Linux.Namespaces[:i] {
 			if o.Type == n.Type {
-				return reject(id, "linux.namespaces", string(n.Type), "the %s namespace is named twice (the OCI runtime spec allows one entry per type)", n.Type)
+				return reject(id, r, "linux.namespaces", string(n.Type), "the %s namespace is named twice (the OCI runtime spec allows one entry per type)", n.Type)
 			}
 		}
 	}
@@ -123,10 +124,10 @@ func checkHostNamespace(s *specs.Spec, in Input, t specs.LinuxNamespaceType, c c
 	kind := strings.ToUpper(string(t))
 	host, err := isHostNS(s, in.Host, t)
 	if err != nil {
-		return reject(in.ID, c.key, c.value, "cannot tell whether this is the host's %s namespace (%v); refused because of %s=true", kind, err, rule)
+		return reject(in.ID, in.Request, c.key, c.value, "cannot tell whether this is the host's %s namespace (%v); refused because of %s=true", kind, err, rule)
 	}
 	if host {
-		return reject(in.ID, c.key, c.value, "%s the host's %s namespace, forbidden by %s=true", sharesWhy(c), kind, rule)
+		return reject(in.ID, in.Request, c.key, c.value, "%s the host's %s namespace, forbidden by %s=true", sharesWhy(c), kind, rule)
 	}
 	return nil
 }
@@ -140,18 +141,18 @@ func checkHostShm(s *specs.Spec, in Input, d decision, p Plan) error {
 	if in.Host == nil {
 		return fmt.Errorf("specmod: no host checker")
 	}
-	shm := shmMountIndex(s)
+	shm := shmMountIndex(s.Mounts)
 	if shm < 0 && s.Root != nil && path.Clean(s.Root.Path) == "/" {
-		return reject(in.ID, d.shm.key, d.shm.value, "%s the host's /dev/shm, forbidden by %s=true", sharesWhy(d.shm), RuleDisallowHostIPC)
+		return reject(in.ID, in.Request, d.shm.key, d.shm.value, "%s the host's /dev/shm, forbidden by %s=true", sharesWhy(d.shm), RuleDisallowHostIPC)
 	}
 	if s.Root != nil && path.Clean(s.Root.Path) != "/" {
 		root := hostPath(in.Bundle, s.Root.Path)
 		host, err := in.Host.ExposesHostShm(root, true)
 		if err != nil {
-			return reject(in.ID, "root.path", s.Root.Path, "cannot tell whether the container's root shows the host's /dev/shm (%v); refused because of %s=true", err, RuleDisallowHostIPC)
+			return reject(in.ID, in.Request, "root.path", s.Root.Path, "cannot tell whether the container's root shows the host's /dev/shm (%v); refused because of %s=true", err, RuleDisallowHostIPC)
 		}
 		if host {
-			return reject(in.ID, "root.path", s.Root.Path, "shows the host's /dev/shm, forbidden by %s=true", RuleDisallowHostIPC)
+			return reject(in.ID, in.Request, "root.path", s.Root.Path, "shows the host's /dev/shm, forbidden by %s=true", RuleDisallowHostIPC)
 		}
 	}
 	for i, m := range s.Mounts {
@@ -160,7 +161,7 @@ func checkHostShm(s *specs.Spec, in Input, d decision, p Plan) error {
 		}
 		srcs, bad := mountSources(m, in.Bundle)
 		if bad != nil {
-			return reject(in.ID, "mounts."+MountDest(m)+"."+bad.key, bad.value, "%s, so nsiso cannot tell which host paths it shows; refused because of %s=true", bad.why, RuleDisallowHostIPC)
+			return reject(in.ID, in.Request, "mounts."+MountDest(m)+"."+bad.key, bad.value, "%s, so nsiso cannot tell which host paths it shows; refused because of %s=true", bad.why, RuleDisallowHostIPC)
 		}
 		for _, src := range srcs {
 			c := cause{"mounts." + MountDest(m) + "." + src.field, src.value, ""}
@@ -169,10 +170,10 @@ func checkHostShm(s *specs.Spec, in Input, d decision, p Plan) error {
 			}
 			host, err := in.Host.ExposesHostShm(src.path, src.recursive)
 			if err != nil {
-				return reject(in.ID, c.key, c.value, "cannot tell whether %s is the host's /dev/shm (%v); refused because of %s=true", Truncate(src.path), innermost(err), RuleDisallowHostIPC)
+				return reject(in.ID, in.Request, c.key, c.value, "cannot tell whether %s is the host's /dev/shm (%v); refused because of %s=true", Truncate(src.path), innermost(err), RuleDisallowHostIPC)
 			}
 			if host {
-				return reject(in.ID, c.key, c.value, "%s the host's /dev/shm, forbidden by %s=true", sharesWhy(c), RuleDisallowHostIPC)
+				return reject(in.ID, in.Request, c.key, c.value, "%s the host's /dev/shm, forbidden by %s=true", sharesWhy(c), RuleDisallowHostIPC)
 			}
 		}
 	}

@@ -73,13 +73,13 @@ func TestJudgedAsRuncRuns(t *testing.T) {
 				t.Fatal(err)
 			}
 			var last string
-			for _, o := range strings.Split(strings.Join(s.Mounts[shmMountIndex(s)].Options, ","), ",") {
+			for _, o := range strings.Split(strings.Join(s.Mounts[shmMountIndex(s.Mounts)].Options, ","), ",") {
 				if v, ok := strings.CutPrefix(o, "size="); ok {
 					last = v
 				}
 			}
 			if last != tc.wantSize {
-				t.Errorf("the kernel reads size=%s, want %s (options %q)", last, tc.wantSize, s.Mounts[shmMountIndex(s)].Options)
+				t.Errorf("the kernel reads size=%s, want %s (options %q)", last, tc.wantSize, s.Mounts[shmMountIndex(s.Mounts)].Options)
 			}
 		})
 	}

@@ -56,9 +56,9 @@ const (
 	AnnotationCRISandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
 )
 
-// PodName returns "<namespace>/<name>" of the pod a CRI spec belongs to, or
+// podName returns "<namespace>/<name>" of the pod a CRI spec belongs to, or
 // "" for a container that is not in a pod.
-func PodName(annotations map[string]string) string {
+func podName(annotations map[string]string) string {
 	name := annotations[AnnotationCRISandboxName]
 	if name == "" {
 		return ""
@@ -66,6 +66,7 @@ func PodName(annotations map[string]string) string {
 	return annotations[AnnotationCRISandboxNamespace] + "/" + name
 }
 
-func reject(id, key, value, format string, args ...any) *Error {
-	return &Error{Container: id, Key: key, Value: value, Reason: fmt.Sprintf(format, args...)}
+// reject is a refusal of container id, named with the pod of its request.
+func reject(id string, r Request, key, value, format string, args ...any) *Error {
+	return &Error{Container: id, Pod: r.Pod, Key: key, Value: value, Reason: fmt.Sprintf(format, args...)}
 }

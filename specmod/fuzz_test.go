@@ -294,7 +294,7 @@ func checkInvariants(t *testing.T, s *specs.Spec, in Input, plan Plan) {
 			t.Fatalf("accepted a spec in the host's %s namespace (%v): %+v", ty, err, s.Linux.Namespaces)
 		}
 	}
-	shm := shmMountIndex(s)
+	shm := shmMountIndex(s.Mounts)
 	if shm < 0 && s.Root != nil && (s.Root.Path == "/" || strings.Trim(s.Root.Path, "/") == "") {
 		t.Fatalf("accepted a container on the host's root without a /dev/shm of its own")
 	}

@@ -87,7 +87,7 @@ func WithHostNamespace(t specs.LinuxNamespaceType) Opt {
 // default applies: half of RAM).
 func WithShmTmpfs(size int64) Opt {
 	return func(s *specs.Spec) error {
-		i := shmMountIndex(s)
+		i := shmMountIndex(s.Mounts)
 		if i < 0 {
 			opts := append([]string(nil), defaultShmOptions...)
 			if size > 0 {
@@ -113,7 +113,7 @@ func WithShmTmpfs(size int64) Opt {
 func WithShmBind(source string) Opt {
 	return func(s *specs.Spec) error {
 		m := specs.Mount{Destination: ShmPath, Type: "bind", Source: source, Options: append([]string(nil), shmBindOptions...)}
-		if i := shmMountIndex(s); i >= 0 {
+		if i := shmMountIndex(s.Mounts); i >= 0 {
 			s.Mounts[i] = m
 		} else {
 			insertShmMount(s, m)
@@ -122,11 +122,19 @@ func WithShmBind(source string) Opt {
 	}
 }
 
-// shmMountIndex returns the index of the last mount on /dev/shm (the one
-// the container sees), or -1.
-func shmMountIndex(s *specs.Spec) int {
-	for i := len(s.Mounts) - 1; i >= 0; i-- {
-		if MountDest(s.Mounts[i]) == ShmPath {
+// ShmMount returns the mount the container sees at /dev/shm, the last one
+// there; ok is false when there is none.
+func ShmMount(mounts []specs.Mount) (m specs.Mount, ok bool) {
+	if i := shmMountIndex(mounts); i >= 0 {
+		return mounts[i], true
+	}
+	return specs.Mount{}, false
+}
+
+// shmMountIndex returns the index of ShmMount's mount, or -1.
+func shmMountIndex(mounts []specs.Mount) int {
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if MountDest(mounts[i]) == ShmPath {
 			return i
 		}
 	}
@@ -243,7 +251,7 @@ func namespace(s *specs.Spec, t specs.LinuxNamespaceType) (specs.LinuxNamespace,
 // Docker's "shareable" IPC mode do. It returns nil when the container has
 // no tmpfs of its own.
 func moveShmToHost(s *specs.Spec, dir string) *Tmpfs {
-	i := shmMountIndex(s)
+	i := shmMountIndex(s.Mounts)
 	if i < 0 || !isTmpfs(s.Mounts[i]) {
 		return nil
 	}

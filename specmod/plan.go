@@ -203,7 +203,7 @@ func decide(s *specs.Spec, in Input) (decision, error) {
 			return decision{}, fmt.Errorf("specmod: parent %q of %q was not pinned", r.Parent, in.ID)
 		}
 	}
-	if err := CheckNamespacePaths(in.ID, s); err != nil {
+	if err := CheckNamespacePaths(in.ID, in.Request, s); err != nil {
 		return decision{}, err
 	}
 	var d decision
@@ -226,7 +226,7 @@ func parentWhy(r Request) string {
 func decideIPC(s *specs.Spec, in Input, d *decision) error {
 	r := in.Request
 	clientIPC, hasIPC := namespace(s, specs.IPCNamespace)
-	i := shmMountIndex(s)
+	i := shmMountIndex(s.Mounts)
 	podShm := r.Sandbox && in.PodShmPath != "" && i >= 0 && IsBind(s.Mounts[i]) &&
 		path.Clean(s.Mounts[i].Source) == path.Clean(in.PodShmPath)
 	switch r.IPC {
@@ -315,7 +315,7 @@ func sizePodShm(in Input, d *decision) error {
 		return nil
 	}
 	if max := in.Policy.MaxShmSize; max > 0 && size > max {
-		return reject(in.ID, d.shmSize.key, d.shmSize.value, "pod /dev/shm of %s is over %s=%s", FormatSize(size), RuleMaxShmSize, FormatSize(max))
+		return reject(in.ID, in.Request, d.shmSize.key, d.shmSize.value, "pod /dev/shm of %s is over %s=%s", FormatSize(size), RuleMaxShmSize, FormatSize(max))
 	}
 	d.podShm = &PodShm{Path: path.Clean(in.PodShmPath), Size: size}
 	return nil

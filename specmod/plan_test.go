@@ -312,7 +312,7 @@ func rewrite(s *specs.Spec, id string, p Policy, parent Parent) error {
 		return err
 	}
 	if plan.OwnShm != nil {
-		i := shmMountIndex(s)
+		i := shmMountIndex(s.Mounts)
 		if i < 0 || !reflect.DeepEqual(s.Mounts[i], shmBind(testOwnShm)) {
 			return fmt.Errorf("plan mounts own /dev/shm but the spec does not bind it: %+v", s.Mounts)
 		}

@@ -129,7 +129,7 @@ func limitSysV(s *specs.Spec, in Input, ipc cause) error {
 	if ns.Path != "" {
 		if len(keys) > 0 {
 			k := keys[0]
-			return reject(in.ID, "linux.sysctl."+k, s.Linux.Sysctl[k],
+			return reject(in.ID, in.Request, "linux.sysctl."+k, s.Linux.Sysctl[k],
 				"would be written into the IPC namespace this container joins (%s=%q), whose limits are its owner's; set it on the container that owns the namespace (%s=%s holds every namespace's System V shared memory)",
 				ipc.key, Truncate(ipc.value), rule, FormatSize(max))
 		}
@@ -146,7 +146,7 @@ func limitSysV(s *specs.Spec, in Input, ipc cause) error {
 		name, v := sysctlName(k), s.Linux.Sysctl[k]
 		for _, first := range keys[:i] {
 			if sysctlName(first) == name {
-				return reject(in.ID, "linux.sysctl."+k, v, "names the same sysctl as linux.sysctl.%s, and runc writes the two in no set order", first)
+				return reject(in.ID, in.Request, "linux.sysctl."+k, v, "names the same sysctl as linux.sysctl.%s, and runc writes the two in no set order", first)
 			}
 		}
 		switch name {
@@ -156,22 +156,22 @@ func limitSysV(s *specs.Spec, in Input, ipc cause) error {
 		}
 		n, ok := parseSysctlUint(v)
 		if !ok {
-			return reject(in.ID, "linux.sysctl."+k, v, "not a plain unsigned decimal number, which nsiso needs to hold it to %s=%s", rule, FormatSize(max))
+			return reject(in.ID, in.Request, "linux.sysctl."+k, v, "not a plain unsigned decimal number, which nsiso needs to hold it to %s=%s", rule, FormatSize(max))
 		}
 		switch name {
 		case SysctlShmMax:
 			if n > uint64(max) {
-				return reject(in.ID, "linux.sysctl."+k, v, "a System V segment of %s is over %s=%s", formatUint(n), rule, FormatSize(max))
+				return reject(in.ID, in.Request, "linux.sysctl."+k, v, "a System V segment of %s is over %s=%s", formatUint(n), rule, FormatSize(max))
 			}
 			shmMax, hasMax = n, true
 		case SysctlShmAll:
 			if n > uint64(max/page) {
-				return reject(in.ID, "linux.sysctl."+k, v, "%s pages of %d bytes of System V shared memory are over %s=%s", strconv.FormatUint(n, 10), page, rule, FormatSize(max))
+				return reject(in.ID, in.Request, "linux.sysctl."+k, v, "%s pages of %d bytes of System V shared memory are over %s=%s", strconv.FormatUint(n, 10), page, rule, FormatSize(max))
 			}
 			shmAll, hasAll = n, true
 		case SysctlShmMni:
 			if n > MaxShmMni {
-				return reject(in.ID, "linux.sysctl."+k, v, "more System V segments than the %d (the kernel's IPCMNI) nsiso allows an IPC namespace under %s=%s", MaxShmMni, rule, FormatSize(max))
+				return reject(in.ID, in.Request, "linux.sysctl."+k, v, "more System V segments than the %d (the kernel's IPCMNI) nsiso allows an IPC namespace under %s=%s", MaxShmMni, rule, FormatSize(max))
 			}
 			hasMni = true
 		}
