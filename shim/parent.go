@@ -15,6 +15,7 @@ import (
 
 	"github.com/nsiso/nsiso/hostns"
 	"github.com/nsiso/nsiso/internal/beneath"
+	"github.com/nsiso/nsiso/internal/procfs"
 	"github.com/nsiso/nsiso/specmod"
 )
 
@@ -49,9 +50,12 @@ func parentError(req specmod.Request, child, format string, args ...any) error {
 // openParent asks containerd for the init of the parent's task in the
 // caller's containerd namespace, so only a parent in that namespace is
 // found and no file a client wrote names it, and holds the init with a
-// pidfd. containerd is asked again once the pidfd is open: a pid is not
-// reused before its process is reaped, which the parent's shim reports as
-// stopped, so an unchanged answer proves the pidfd holds that init.
+// pidfd. The pidfd holds that init when the process at the pid started
+// before containerd was asked: alive from before the question until after
+// the pidfd, it is the one containerd answered about. Otherwise (a parent
+// started within the last clock tick) containerd is asked again: a pid is
+// not reused before its process is reaped, which the parent's shim
+// reports as stopped.
 func openParent(ctx context.Context, req specmod.Request, child string, sc parentScope) (*parentRef, error) {
 	// Both are validated before, by containerd and ParseRequest; check
 	// again where they name what the shim will join.
@@ -61,6 +65,7 @@ func openParent(ctx context.Context, req specmod.Request, child string, sc paren
 	if err := identifiers.Validate(req.Parent); err != nil {
 		return nil, parentError(req, child, "not a containerd container ID")
 	}
+	asked, clockErr := bootTicks()
 	pid, err := sc.tasks.initPID(ctx, sc.namespace, req.Parent)
 	switch {
 	case errors.Is(err, errNoTask):
@@ -74,11 +79,25 @@ func openParent(ctx context.Context, req specmod.Request, child string, sc paren
 	if err != nil {
 		return nil, parentError(req, child, "parent container is not running (init pid %d: %v)", pid, err)
 	}
+	if st, err := procfs.ReadStat(int(pid)); clockErr == nil && err == nil && st.StartTime < asked {
+		return &parentRef{id: req.Parent, pid: int(pid), pidfd: fd}, nil
+	}
 	if again, err := sc.tasks.initPID(ctx, sc.namespace, req.Parent); err != nil || again != pid {
 		unix.Close(fd)
 		return nil, parentError(req, child, "parent container is not running (its init pid %d has exited)", pid)
 	}
 	return &parentRef{id: req.Parent, pid: int(pid), pidfd: fd}, nil
+}
+
+// bootTicks is the time since boot in the clock ticks (USER_HZ, 100 a
+// second on Linux) of a process's start time in /proc/<pid>/stat, rounded
+// down, so that a start time below it is a start before this call.
+func bootTicks() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, err
+	}
+	return uint64(ts.Sec)*100 + uint64(ts.Nsec)/10_000_000, nil
 }
 
 func (p *parentRef) close() { unix.Close(p.pidfd) }
