@@ -133,6 +133,10 @@ max_container_shm_size = "1Gi"`
 	d.show("run", "--rm", "--fifo-dir", d.fifo, "--runtime", runtime, "--runtime-config-path", capped,
 		"--mount", "type=tmpfs,src=shm,dst=/dev/shm,options=nosuid:nodev", imageRef, "demo-capped", "sh", "-c", "df -h /dev/shm | tail -1")
 
+	step("7. System V shared memory is shared memory too: under the same cap the container's own IPC namespace gets System V limits of its /dev/shm budget (96Mi; kernel.shmall counts pages)")
+	d.show("run", "--rm", "--fifo-dir", d.fifo, "--runtime", runtime, "--runtime-config-path", capped,
+		"--annotation", "nsiso/ipc-mode=private", imageRef, "demo-sysv", "sh", "-c", "echo shmmax $(cat /proc/sys/kernel/shmmax) shmall $(cat /proc/sys/kernel/shmall)")
+
 	d.quiet("task", "kill", "-s", "KILL", "demo-parent")
 	d.quiet("task", "delete", "demo-parent")
 	d.quiet("containers", "delete", "demo-parent")
