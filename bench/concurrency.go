@@ -90,8 +90,13 @@ func (e *env) round(ctx context.Context, r rt, n, round int) (roundResult, error
 	})
 	tasks := make([]client.Task, n)
 	defer parallel(n, prepParallelism, func(i int) {
-		if cs[i] != nil {
-			e.removeTask(cs[i], tasks[i])
+		if cs[i] == nil {
+			return
+		}
+		// Best-effort: a leftover does not change this round's numbers,
+		// and the daemon's teardown deletes every task it still has.
+		if err := e.removeTask(cs[i], tasks[i]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: concurrency:", err)
 		}
 	})
 	for _, err := range prepErrs {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -62,8 +63,7 @@ var ctrModes = []ctrMode{
 			}
 			rp, err := e.startSleeper(ctx, "ctr-parent-rc", e.stock)
 			if err != nil {
-				e.stopSleeper(np)
-				return [3][]string{}, nil, err
+				return [3][]string{}, nil, errors.Join(err, e.stopSleeper(np))
 			}
 			proc := fmt.Sprintf("/proc/%d/ns/", rp.t.Pid())
 			runc := []string{"--with-ns", "ipc:" + proc + "ipc", "--with-ns", "pid:" + proc + "pid"}

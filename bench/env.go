@@ -122,10 +122,13 @@ func mountTmpfs(dirs ...string) error {
 			err = unix.Mount("tmpfs", d, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=711")
 		}
 		if err != nil {
+			errs := []error{fmt.Errorf("mount tmpfs on %s: %w", d, err)}
 			for _, m := range dirs[:i] {
-				unix.Unmount(m, unix.MNT_DETACH)
+				if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
+					errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+				}
 			}
-			return fmt.Errorf("mount tmpfs on %s: %w", d, err)
+			return errors.Join(errs...)
 		}
 	}
 	return nil
@@ -133,12 +136,19 @@ func mountTmpfs(dirs ...string) error {
 
 // removeDaemonDir removes a daemon directory that StartContainerd never
 // took charge of, unmounting first so that the removal cannot reach into
-// a mount.
-func removeDaemonDir(dir string) {
+// a mount: it keeps the directory when an unmount fails.
+func removeDaemonDir(dir string) error {
 	for _, sub := range []string{"state", "runc"} {
-		unix.Unmount(filepath.Join(dir, sub), unix.MNT_DETACH)
+		m := filepath.Join(dir, sub)
+		// EINVAL: not a mount point, as without -state-tmpfs.
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unmount %s: %w", m, err)
+		}
 	}
-	os.RemoveAll(dir)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove daemon directory: %w", err)
+	}
+	return nil
 }
 
 // newContainer makes a container record with its own snapshot. Nothing of
@@ -199,12 +209,10 @@ func (e *env) startSleeper(ctx context.Context, id string, r rt, extra ...oci.Sp
 	}
 	t, err := c.NewTask(ctx, cio.NullIO)
 	if err != nil {
-		e.removeContainer(c)
-		return nil, fmt.Errorf("create task %s: %w", id, err)
+		return nil, errors.Join(fmt.Errorf("create task %s: %w", id, err), e.removeContainer(c))
 	}
 	if err := t.Start(ctx); err != nil {
-		e.removeTask(c, t)
-		return nil, fmt.Errorf("start task %s: %w", id, err)
+		return nil, errors.Join(fmt.Errorf("start task %s: %w", id, err), e.removeTask(c, t))
 	}
 	return &sleeper{c: c, t: t}, nil
 }

@@ -91,8 +91,9 @@ func collectHostFacts() hostFacts {
 		h.Cgroup = "v2"
 	}
 	h.CPUModel = firstField("/proc/cpuinfo", "model name")
-	if v := firstField("/proc/meminfo", "MemTotal"); v != "" {
-		fmt.Sscanf(v, "%d", &h.MemTotalKB)
+	var kb int64
+	if _, err := fmt.Sscanf(firstField("/proc/meminfo", "MemTotal"), "%d", &kb); err == nil {
+		h.MemTotalKB = kb
 	}
 	return h
 }

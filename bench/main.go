@@ -219,185 +219,300 @@ func run(args []string) int {
 // measure sets up the daemon, runs the benchmarks not skipped and tears
 // everything down again, whatever happens.
 func measure(ctx context.Context, o options, res *result) (retErr error) {
-	deps, err := testenv.FindDeps()
+	deps, built, err := findBinaries()
 	if err != nil {
 		return err
 	}
-	nsisoDir := os.Getenv("NSISO_BIN")
-	if nsisoDir == "" {
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			return err
-		}
-		nsisoDir = filepath.Join(root, "_output", "bin")
-	}
-	built, err := filepath.Abs(filepath.Join(nsisoDir, nsisoShim))
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(built); err != nil {
-		return fmt.Errorf("%s not built (run `make build`): %w", nsisoShim, err)
-	}
-
 	scratch, err := os.MkdirTemp("", "nsiso-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(scratch)
-	// Run copies: a rebuild of an original during the run (by make in
-	// another shell) must not change a binary halfway through, and the
-	// trace tells this run's shims and runc from anyone else's by path.
-	nsisoPath := filepath.Join(scratch, "nsiso", nsisoShim)
-	stockPath := filepath.Join(scratch, "stock", runcShim)
-	runcPath := filepath.Join(scratch, "runc", "runc")
-	for _, c := range [][2]string{{built, nsisoPath}, {deps.RuncShim, stockPath}, {deps.Runc, runcPath}} {
-		if err := copyFile(c[0], c[1]); err != nil {
-			return err
-		}
-	}
-	res.Host.Repo = repoState()
-
-	libPath := filepath.Join(scratch, "lib", runcShim)
-	if o.runcShim == "" {
-		fmt.Fprintf(os.Stderr, "bench: building %s from %s as in go.mod\n", runcShim, containerdModule)
-		if _, err := buildRuncShim(ctx, filepath.Dir(libPath)); err != nil {
-			return err
-		}
-	} else if err := copyFile(o.runcShim, libPath); err != nil {
-		return err
-	}
-	nb, err := inspectShim("nsiso", nsisoPath)
+	b, err := prepareShims(ctx, o, deps, built, scratch, res)
 	if err != nil {
 		return err
 	}
-	nb.BuiltAt = built
-	sb, err := inspectShim("runc.v2", stockPath)
+	// Deferred: verifyShims adds the executables the daemon ran.
+	defer func() { res.Shims = []shimBinary{b.nsiso, b.stock, b.lib} }()
+
+	tarPath, err := writeImage(ctx, deps, scratch)
 	if err != nil {
 		return err
 	}
-	sb.BuiltAt = deps.RuncShim
-	lb, err := inspectShim("runc.v2-lib", libPath)
-	if err != nil {
-		return err
-	}
-	if o.runcShim != "" {
-		lb.BuiltAt = o.runcShim
-	}
-	res.Unfair = sameBuild(nb, lb)
-	res.Fair = len(res.Unfair) == 0
-	bins := map[string]*shimBinary{"nsiso": &nb, "runc.v2": &sb, "runc.v2-lib": &lb}
-	defer func() { res.Shims = []shimBinary{nb, sb, lb} }()
-	res.Host.Runc = runcVersion(runcPath)
-
-	var img bytes.Buffer
-	if err := testenv.BuildBusyboxImage(ctx, deps.Busybox, nil, imageRef, &img); err != nil {
-		return err
-	}
-	tarPath := filepath.Join(scratch, "image.tar")
-	if err := os.WriteFile(tarPath, img.Bytes(), 0o644); err != nil {
-		return err
-	}
-
 	// Whatever runs, the load and any other daemon before and after it:
 	// they say whether something else competed for the CPUs.
 	res.Host.LoadAvg[0], res.Host.OtherDaemons[0] = loadAvg(), otherDaemons()
 	defer func() { res.Host.LoadAvg[1], res.Host.OtherDaemons[1] = loadAvg(), otherDaemons() }()
 
-	// Short: the daemon's sockets live inside and must fit in sun_path.
-	ctdDir, err := os.MkdirTemp("", "nsb-")
+	ctdDir, cfg, err := prepareDaemonDir(o, scratch)
 	if err != nil {
 		return err
 	}
-	runcRoot := filepath.Join(ctdDir, "runc")
-	if err := os.MkdirAll(runcRoot, 0o711); err != nil {
-		removeDaemonDir(ctdDir)
+	e := b.env(filepath.Join(ctdDir, "runc"), scratch)
+	pathDirs := b.pathDirs(deps)
+	cri := criSetup{deps: deps, pathDirs: pathDirs, scratch: scratch, runcPath: b.runcPath, nsisoShim: b.nsisoPath,
+		started: res.describeCRIDaemon}
+	// Started first, so that it runs after the daemon's teardown.
+	defer removeDefaultRuncRoot(benchNS)()
+	if !o.needsDaemon() {
+		// The CRI benchmarks start daemons of their own; this one's empty
+		// directory left behind spoils nothing.
+		if err := removeDaemonDir(ctdDir); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+		return runBenches(ctx, o, e, cri, res)
+	}
+	ctd, err := startDaemon(ctx, o, deps, ctdDir, cfg, pathDirs)
+	if err != nil {
 		return err
 	}
-	if o.stateTmpfs {
-		if err := mountTmpfs(filepath.Join(ctdDir, "state"), runcRoot); err != nil {
-			removeDaemonDir(ctdDir)
+	defer func() {
+		fmt.Fprintln(os.Stderr, "bench: stopping containerd")
+		if err := ctd.Stop(); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+	if err := e.attach(ctx, ctd, tarPath, b, res); err != nil {
+		return err
+	}
+	return runBenches(ctx, o, e, cri, res)
+}
+
+// needsDaemon tells whether a benchmark to run needs the shared daemon;
+// the CRI benchmarks start their own.
+func (o options) needsDaemon() bool {
+	return o.runs("ctr") || o.runs("trace") || o.runs("lifecycle") || o.runs("child") || o.runs("concurrency") || o.runs("memory")
+}
+
+// findBinaries finds the pinned dependencies and the nsiso shim `make
+// build` built.
+func findBinaries() (testenv.Deps, string, error) {
+	deps, err := testenv.FindDeps()
+	if err != nil {
+		return deps, "", err
+	}
+	nsisoDir := os.Getenv("NSISO_BIN")
+	if nsisoDir == "" {
+		root, err := testenv.RepoRoot()
+		if err != nil {
+			return deps, "", err
+		}
+		nsisoDir = filepath.Join(root, "_output", "bin")
+	}
+	built, err := filepath.Abs(filepath.Join(nsisoDir, nsisoShim))
+	if err != nil {
+		return deps, "", err
+	}
+	if _, err := os.Stat(built); err != nil {
+		return deps, "", fmt.Errorf("%s not built (run `make build`): %w", nsisoShim, err)
+	}
+	return deps, built, nil
+}
+
+// binaries are the run's copies of the three shims and of runc, and what
+// each shim was built from.
+type binaries struct {
+	nsisoPath, stockPath, libPath, runcPath string
+	nsiso, stock, lib                       shimBinary
+}
+
+// prepareShims copies the binaries into scratch and reads what the shims
+// were built from into res.
+func prepareShims(ctx context.Context, o options, deps testenv.Deps, built, scratch string, res *result) (*binaries, error) {
+	b, err := copyBinaries(deps, built, scratch)
+	if err != nil {
+		return nil, err
+	}
+	res.Host.Repo = repoState()
+	if err := b.inspect(ctx, o, deps, built); err != nil {
+		return nil, err
+	}
+	res.Unfair = sameBuild(b.nsiso, b.lib)
+	res.Fair = len(res.Unfair) == 0
+	res.Host.Runc = runcVersion(b.runcPath)
+	return b, nil
+}
+
+// copyBinaries copies the shims and runc into scratch. A rebuild of an
+// original during the run (by make in another shell) must not change a
+// binary halfway through, and the trace tells this run's shims and runc
+// from anyone else's by path.
+func copyBinaries(deps testenv.Deps, built, scratch string) (*binaries, error) {
+	b := &binaries{
+		nsisoPath: filepath.Join(scratch, "nsiso", nsisoShim),
+		stockPath: filepath.Join(scratch, "stock", runcShim),
+		libPath:   filepath.Join(scratch, "lib", runcShim),
+		runcPath:  filepath.Join(scratch, "runc", "runc"),
+	}
+	for _, c := range [][2]string{{built, b.nsisoPath}, {deps.RuncShim, b.stockPath}, {deps.Runc, b.runcPath}} {
+		if err := copyFile(c[0], c[1]); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// inspect provides the same-library runc.v2 (built, or -runc-shim's) and
+// reads what each shim was built from and with.
+func (b *binaries) inspect(ctx context.Context, o options, deps testenv.Deps, built string) error {
+	if o.runcShim == "" {
+		fmt.Fprintf(os.Stderr, "bench: building %s from %s as in go.mod\n", runcShim, containerdModule)
+		if _, err := buildRuncShim(ctx, filepath.Dir(b.libPath)); err != nil {
 			return err
+		}
+	} else if err := copyFile(o.runcShim, b.libPath); err != nil {
+		return err
+	}
+	var err error
+	if b.nsiso, err = inspectShim("nsiso", b.nsisoPath); err != nil {
+		return err
+	}
+	b.nsiso.BuiltAt = built
+	if b.stock, err = inspectShim("runc.v2", b.stockPath); err != nil {
+		return err
+	}
+	b.stock.BuiltAt = deps.RuncShim
+	if b.lib, err = inspectShim("runc.v2-lib", b.libPath); err != nil {
+		return err
+	}
+	if o.runcShim != "" {
+		b.lib.BuiltAt = o.runcShim
+	}
+	return nil
+}
+
+// env returns the benchmarks' environment before a daemon runs.
+func (b *binaries) env(runcRoot, scratch string) *env {
+	return &env{
+		nsiso:    rt{Name: "nsiso", runtime: nsisoRuntime, short: "ns", shim: b.nsisoPath},
+		stock:    rt{Name: "runc.v2", runtime: runcRuntime, short: "rc", shim: b.stockPath},
+		lib:      rt{Name: "runc.v2-lib", runtime: b.libPath, short: "rl", shim: b.libPath},
+		runcRoot: runcRoot,
+		runcPath: b.runcPath,
+		tmp:      scratch,
+	}
+}
+
+// pathDirs are the daemon's PATH additions: the copies of runc and the
+// stock runc.v2 first, so they win over the originals next to containerd;
+// the same-library runc.v2 is run by its absolute path.
+func (b *binaries) pathDirs(deps testenv.Deps) []string {
+	return []string{filepath.Dir(b.runcPath), filepath.Dir(b.stockPath), filepath.Dir(b.nsisoPath), deps.BinDir}
+}
+
+// writeImage writes the busybox image the containers run as a tar in
+// scratch.
+func writeImage(ctx context.Context, deps testenv.Deps, scratch string) (string, error) {
+	var img bytes.Buffer
+	if err := testenv.BuildBusyboxImage(ctx, deps.Busybox, nil, imageRef, &img); err != nil {
+		return "", err
+	}
+	tarPath := filepath.Join(scratch, "image.tar")
+	if err := os.WriteFile(tarPath, img.Bytes(), 0o644); err != nil {
+		return "", err
+	}
+	return tarPath, nil
+}
+
+// prepareDaemonDir makes the daemon's directory, with runc's root inside
+// (on a tmpfs with -state-tmpfs), and the nsiso config in scratch. On
+// error nothing of it is left.
+func prepareDaemonDir(o options, scratch string) (string, string, error) {
+	// Short: the daemon's sockets live inside and must fit in sun_path.
+	dir, err := os.MkdirTemp("", "nsb-")
+	if err != nil {
+		return "", "", err
+	}
+	cfg, err := fillDaemonDir(o, dir, scratch)
+	if err != nil {
+		return "", "", errors.Join(err, removeDaemonDir(dir))
+	}
+	return dir, cfg, nil
+}
+
+// fillDaemonDir makes runc's root in dir, mounts the tmpfs of
+// -state-tmpfs and writes the nsiso config; it returns the config's path.
+func fillDaemonDir(o options, dir, scratch string) (string, error) {
+	runcRoot := filepath.Join(dir, "runc")
+	if err := os.MkdirAll(runcRoot, 0o711); err != nil {
+		return "", err
+	}
+	if o.stateTmpfs {
+		if err := mountTmpfs(filepath.Join(dir, "state"), runcRoot); err != nil {
+			return "", err
 		}
 	}
 	// Parent lookups read runc's state, so nsiso and the runc.v2
 	// containers share one runc root inside the daemon's directory.
 	cfg := filepath.Join(scratch, "nsiso.toml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, "root = %q\n", runcRoot), 0o644); err != nil {
-		removeDaemonDir(ctdDir)
+		return "", err
+	}
+	return cfg, nil
+}
+
+// startDaemon starts the private containerd in dir. On error dir is
+// removed.
+func startDaemon(ctx context.Context, o options, deps testenv.Deps, dir, cfg string, pathDirs []string) (*testenv.Containerd, error) {
+	opts := testenv.Options{
+		Binary:      deps.Containerd,
+		Dir:         dir,
+		PathPrepend: pathDirs,
+		Env:         []string{"NSISO_CONFIG=" + cfg},
+	}
+	if o.debugLog != "" {
+		opts.LogLevel = "debug"
+		var err error
+		if opts.LogPath, err = filepath.Abs(o.debugLog); err != nil {
+			return nil, errors.Join(err, removeDaemonDir(dir))
+		}
+	}
+	ctd, err := testenv.StartContainerd(ctx, opts)
+	if err != nil {
+		// StartContainerd removes its directory unless it failed before
+		// taking charge of it.
+		return nil, errors.Join(err, removeDaemonDir(dir))
+	}
+	return ctd, nil
+}
+
+// attach points e at the running daemon: its namespace, the image
+// imported, and the shims it runs checked against b.
+func (e *env) attach(ctx context.Context, ctd *testenv.Containerd, tarPath string, b *binaries, res *result) error {
+	res.Host.Containerd = ctd.Version()
+	res.Host.Snapshotter = ctd.Snapshotter()
+	res.Host.StateFS = testenv.FSType(filepath.Join(ctd.Dir(), "state"))
+	res.Host.RuncRootFS = testenv.FSType(e.runcRoot)
+	nctx, err := ctd.Namespace(ctx, benchNS)
+	if err != nil {
 		return err
 	}
-	e := &env{
-		nsiso:    rt{Name: "nsiso", runtime: nsisoRuntime, short: "ns", shim: nsisoPath},
-		stock:    rt{Name: "runc.v2", runtime: runcRuntime, short: "rc", shim: stockPath},
-		lib:      rt{Name: "runc.v2-lib", runtime: libPath, short: "rl", shim: libPath},
-		runcRoot: runcRoot,
-		runcPath: runcPath,
-		tmp:      scratch,
+	image, err := testenv.ImportImage(nctx, ctd.Client(), tarPath)
+	if err != nil {
+		return err
 	}
-	// The copies of runc and the stock runc.v2 first on PATH, so they win
-	// over the originals next to containerd; the same-library runc.v2 is
-	// run by its absolute path.
-	pathDirs := []string{filepath.Dir(runcPath), filepath.Dir(stockPath), filepath.Dir(nsisoPath), deps.BinDir}
-	criEnvSetup := criSetup{deps: deps, pathDirs: pathDirs, scratch: scratch, runcPath: runcPath, nsisoShim: nsisoPath,
-		started: func(ctd *testenv.Containerd) {
-			// A CRI-only run has no other daemon to describe.
-			if res.Host.Containerd == "" {
-				res.Host.Containerd, res.Host.Snapshotter = ctd.Version(), ctd.Snapshotter()
-				res.Host.StateFS = testenv.FSType(filepath.Join(ctd.Dir(), "state"))
-				res.Host.RuncRootFS = testenv.FSType(filepath.Join(ctd.Dir(), "runc"))
-			}
-		}}
-	// Started first, so that it runs after the daemon's teardown.
-	defer removeDefaultRuncRoot(benchNS)()
-	if o.runs("ctr") || o.runs("trace") || o.runs("lifecycle") || o.runs("child") || o.runs("concurrency") || o.runs("memory") {
-		opts := testenv.Options{
-			Binary:      deps.Containerd,
-			Dir:         ctdDir,
-			PathPrepend: pathDirs,
-			Env:         []string{"NSISO_CONFIG=" + cfg},
-		}
-		if o.debugLog != "" {
-			opts.LogLevel = "debug"
-			if opts.LogPath, err = filepath.Abs(o.debugLog); err != nil {
-				removeDaemonDir(ctdDir)
-				return err
-			}
-		}
-		ctd, err := testenv.StartContainerd(ctx, opts)
-		if err != nil {
-			// StartContainerd removes its directory unless it failed
-			// before taking charge of it.
-			removeDaemonDir(ctdDir)
-			return err
-		}
-		defer func() {
-			fmt.Fprintln(os.Stderr, "bench: stopping containerd")
-			if err := ctd.Stop(); err != nil {
-				retErr = errors.Join(retErr, err)
-			}
-		}()
-		res.Host.Containerd = ctd.Version()
-		res.Host.Snapshotter = ctd.Snapshotter()
-		res.Host.StateFS = testenv.FSType(filepath.Join(ctdDir, "state"))
-		res.Host.RuncRootFS = testenv.FSType(runcRoot)
-		nctx, err := ctd.Namespace(ctx, benchNS)
-		if err != nil {
-			return err
-		}
-		image, err := testenv.ImportImage(nctx, ctd.Client(), tarPath)
-		if err != nil {
-			return err
-		}
-		e.ctd, e.ctx, e.image, e.fifoDir = ctd, nctx, image, ctd.FIFODir()
-		e.stock.opts, e.lib.opts = ctd.RuncOptions(), ctd.RuncOptions()
-		if err := e.verifyShims(nctx, bins); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "bench: containerd %s, shims %s, %s and %s\n", ctd.Version(), nb.RunningExe, sb.RunningExe, lb.RunningExe)
-	} else {
-		removeDaemonDir(ctdDir)
+	e.ctd, e.ctx, e.image, e.fifoDir = ctd, nctx, image, ctd.FIFODir()
+	e.stock.opts, e.lib.opts = ctd.RuncOptions(), ctd.RuncOptions()
+	bins := map[string]*shimBinary{"nsiso": &b.nsiso, "runc.v2": &b.stock, "runc.v2-lib": &b.lib}
+	if err := e.verifyShims(nctx, bins); err != nil {
+		return err
 	}
+	fmt.Fprintf(os.Stderr, "bench: containerd %s, shims %s, %s and %s\n", ctd.Version(), b.nsiso.RunningExe, b.stock.RunningExe, b.lib.RunningExe)
+	return nil
+}
 
+// describeCRIDaemon records the CRI benchmarks' daemon as the host's
+// when no other daemon ran: a CRI-only run has no other to describe.
+func (r *result) describeCRIDaemon(ctd *testenv.Containerd) {
+	if r.Host.Containerd == "" {
+		r.Host.Containerd, r.Host.Snapshotter = ctd.Version(), ctd.Snapshotter()
+		r.Host.StateFS = testenv.FSType(filepath.Join(ctd.Dir(), "state"))
+		r.Host.RuncRootFS = testenv.FSType(filepath.Join(ctd.Dir(), "runc"))
+	}
+}
+
+// runBenches runs the benchmarks not skipped, in order, into res.
+func runBenches(ctx context.Context, o options, e *env, cri criSetup, res *result) error {
 	benches := []struct {
 		name string
 		run  func() error
@@ -407,14 +522,8 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 		{"trace", func() (err error) { res.Trace, err = e.benchTrace(e.ctx, o.traceN); return err }},
 		{"lifecycle", func() (err error) { res.Lifecycle, err = e.benchLifecycle(e.ctx, o.n, o.warmup); return err }},
 		{"child", func() (err error) { res.Child, err = e.benchChild(e.ctx, o.n, o.warmup); return err }},
-		{"cri", func() (err error) {
-			res.CRI, err = benchCRI(ctx, criEnvSetup, o.criN, o.warmup)
-			return err
-		}},
-		{"node", func() (err error) {
-			res.Node, err = benchNode(ctx, criEnvSetup, o.nodePods, o.nodeN, o.warmup)
-			return err
-		}},
+		{"cri", func() (err error) { res.CRI, err = benchCRI(ctx, cri, o.criN, o.warmup); return err }},
+		{"node", func() (err error) { res.Node, err = benchNode(ctx, cri, o.nodePods, o.nodeN, o.warmup); return err }},
 		{"concurrency", func() (err error) {
 			res.Concurrency, err = e.benchConcurrency(e.ctx, o.concurrency, o.rounds, o.warmup > 0)
 			return err

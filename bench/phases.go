@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -87,64 +88,109 @@ func (p *proc) firstAfter(label string, t float64) float64 {
 // process), runc the path of the runc binary the shims run, probes the
 // uprobe events. It returns nil when the sample lacks its client markers.
 func samplePhases(evs []traceEvent, shims []string, runc string, probes map[string]probeRef) map[string]float64 {
-	var begin, end = math.NaN(), math.NaN()
-	procs := map[int]*proc{}
-	parent := map[int]int{}
-	cpu := map[int]float64{}
-	get := func(pid int) *proc {
-		p := procs[pid]
-		if p == nil {
-			p = &proc{pid: pid, exec: math.NaN(), exit: math.NaN(), probes: map[string][]float64{}}
-			procs[pid] = p
-		}
-		return p
-	}
-	for _, e := range evs {
-		switch e.name {
-		case "tracing_mark_write":
-			if strings.Contains(e.args, "nsiso-bench begin") {
-				begin = e.ms
-			} else if strings.Contains(e.args, "nsiso-bench end") {
-				end = e.ms
-			}
-		case "sched_process_fork":
-			// Emitted by the forking thread, so the line's tgid is the
-			// parent process.
-			parent[e.intField("child_pid")] = e.tgid
-		case "sched_process_exec":
-			p := get(e.intField("pid"))
-			p.exec, p.file = e.ms, e.field("filename")
-		case "sched_stat_runtime":
-			// Emitted for the task running on the CPU, so the line's tgid
-			// is the process charged.
-			if ns, err := strconv.ParseFloat(e.field("runtime"), 64); err == nil {
-				cpu[e.tgid] += ns / 1e6
-			}
-		case "sched_process_exit":
-			if e.field("group_dead") == "true" {
-				get(e.tgid).exit = e.ms
-			}
-		default:
-			if ref, ok := probes[e.name]; ok {
-				p := get(e.tgid)
-				p.probes[ref.label] = append(p.probes[ref.label], e.ms)
-			}
-		}
-	}
-	if math.IsNaN(begin) || math.IsNaN(end) {
+	s := readSample(evs, shims, runc, probes)
+	if math.IsNaN(s.begin) || math.IsNaN(s.end) {
 		return nil
 	}
-	isShim := func(p *proc) bool {
-		for _, s := range shims {
-			if p.file == s {
-				return true
+	start, server, del := s.shimRoles()
+	ph := phaseSet{m: map[string]float64{}, begin: s.begin}
+	if start != nil {
+		ph.shimLife("shim start", start)
+		ph.at("@ shim start exec", start.exec)
+	}
+	if server != nil {
+		s.serverPhases(ph, server)
+	}
+	if del != nil {
+		ph.shimLife("shim delete", del)
+		ph.at("@ shim delete exit", del.exit)
+	}
+	if start != nil && server != nil {
+		total := 0.0
+		for _, p := range []*proc{start, server, del} {
+			if p != nil {
+				total += s.cpu[p.pid]
 			}
 		}
-		return false
+		ph.m["shim processes: CPU"] = total
 	}
-	var start, server, del *proc
-	for _, p := range procs {
-		if !isShim(p) {
+	ph.at("@ client done", s.end)
+	return ph.m
+}
+
+// sample is what one traced container's events say: the client's
+// markers and the processes that ran meanwhile.
+type sample struct {
+	shims      []string
+	runc       string
+	begin, end float64
+	procs      map[int]*proc
+	parent     map[int]int     // pid → its parent's pid
+	cpu        map[int]float64 // tgid → CPU time, ms
+}
+
+// readSample sorts evs into the processes they belong to.
+func readSample(evs []traceEvent, shims []string, runc string, probes map[string]probeRef) *sample {
+	s := &sample{shims: shims, runc: runc, begin: math.NaN(), end: math.NaN(),
+		procs: map[int]*proc{}, parent: map[int]int{}, cpu: map[int]float64{}}
+	for _, e := range evs {
+		s.record(e, probes)
+	}
+	return s
+}
+
+func (s *sample) record(e traceEvent, probes map[string]probeRef) {
+	switch e.name {
+	case "tracing_mark_write":
+		if strings.Contains(e.args, "nsiso-bench begin") {
+			s.begin = e.ms
+		} else if strings.Contains(e.args, "nsiso-bench end") {
+			s.end = e.ms
+		}
+	case "sched_process_fork":
+		// Emitted by the forking thread, so the line's tgid is the
+		// parent process.
+		s.parent[e.intField("child_pid")] = e.tgid
+	case "sched_process_exec":
+		p := s.get(e.intField("pid"))
+		p.exec, p.file = e.ms, e.field("filename")
+	case "sched_stat_runtime":
+		// Emitted for the task running on the CPU, so the line's tgid
+		// is the process charged.
+		if ns, err := strconv.ParseFloat(e.field("runtime"), 64); err == nil {
+			s.cpu[e.tgid] += ns / 1e6
+		}
+	case "sched_process_exit":
+		if e.field("group_dead") == "true" {
+			s.get(e.tgid).exit = e.ms
+		}
+	default:
+		if ref, ok := probes[e.name]; ok {
+			p := s.get(e.tgid)
+			p.probes[ref.label] = append(p.probes[ref.label], e.ms)
+		}
+	}
+}
+
+// get returns the process pid, creating its record on first sight.
+func (s *sample) get(pid int) *proc {
+	p := s.procs[pid]
+	if p == nil {
+		p = &proc{pid: pid, exec: math.NaN(), exit: math.NaN(), probes: map[string][]float64{}}
+		s.procs[pid] = p
+	}
+	return p
+}
+
+func (s *sample) isShim(p *proc) bool {
+	return slices.Contains(s.shims, p.file)
+}
+
+// shimRoles finds the three shim processes of a container's life by the
+// probes each one hit: `shim start`, the server and `shim delete`.
+func (s *sample) shimRoles() (start, server, del *proc) {
+	for _, p := range s.procs {
+		if !s.isShim(p) {
 			continue
 		}
 		switch {
@@ -156,126 +202,154 @@ func samplePhases(evs []traceEvent, shims []string, runc string, probes map[stri
 			del = p
 		}
 	}
-	// ancestor tells whether a is an ancestor of pid.
-	ancestor := func(a, pid int) bool {
-		for i := 0; i < 64 && pid != 0; i++ {
-			if pid == a {
-				return true
-			}
-			pid = parent[pid]
+	return start, server, del
+}
+
+// ancestor tells whether a is an ancestor of pid.
+func (s *sample) ancestor(a, pid int) bool {
+	for i := 0; i < 64 && pid != 0; i++ {
+		if pid == a {
+			return true
 		}
-		return false
+		pid = s.parent[pid]
 	}
-	// The server's runc runs, in order of their exec.
+	return false
+}
+
+// runcsOf returns the runc runs of server, in order of their exec.
+func (s *sample) runcsOf(server *proc) []*proc {
 	var runcs []*proc
-	for _, p := range procs {
-		if p.file == runc && server != nil && parent[p.pid] == server.pid {
+	for _, p := range s.procs {
+		if p.file == s.runc && s.parent[p.pid] == server.pid {
 			runcs = append(runcs, p)
 		}
 	}
 	sort.Slice(runcs, func(i, j int) bool { return runcs[i].exec < runcs[j].exec })
-	firstRuncAfter := func(t float64) *proc {
-		for _, p := range runcs {
-			if p.exec >= t {
-				return p
-			}
-		}
-		return nil
-	}
-	ph := map[string]float64{}
-	set := func(name string, from, to float64) {
-		if !math.IsNaN(from) && !math.IsNaN(to) && to >= from {
-			ph[name] = to - from
-		}
-	}
-	at := func(name string, t float64) {
-		if !math.IsNaN(t) {
-			ph[name] = t - begin
-		}
-	}
-	if start != nil {
-		set("shim start: exec → runtime.main", start.exec, start.first("runtime.main"))
-		set("shim start: package init", start.first("runtime.main"), start.first("main"))
-		set("shim start: main → exit", start.first("main"), start.exit)
-		at("@ shim start exec", start.exec)
-	}
-	if server != nil {
-		set("shim serve: exec → runtime.main", server.exec, server.first("runtime.main"))
-		set("shim serve: package init", server.first("runtime.main"), server.first("main"))
-		set("shim serve: main → serve", server.first("main"), server.first("serve"))
+	return runcs
+}
 
-		create := server.first("Create")
-		req := create
-		if nc := server.first("nsiso.Create"); !math.IsNaN(nc) {
-			req = nc
-			set("Create: nsiso's part", nc, create)
+// firstRuncAfter returns the first of runcs to exec at or after t, or nil.
+func firstRuncAfter(runcs []*proc, t float64) *proc {
+	for _, p := range runcs {
+		if p.exec >= t {
+			return p
 		}
-		set("Create: serve → request", server.first("serve"), req)
-		at("@ Create request", req)
-		if rc := firstRuncAfter(create); rc != nil {
-			set("Create: runc.v2 before runc", create, rc.exec)
-			set("Create: runc create", rc.exec, rc.exit)
-			reply := server.firstAfter("reply", rc.exit)
-			set("Create: runc exit → reply", rc.exit, reply)
-			set("Create: request → reply", req, reply)
-			at("@ Create reply", reply)
-			// The container's process: runc init's exec of anything but
-			// runc itself.
-			for _, p := range procs {
-				if p.file != "" && p.file != runc && !strings.HasPrefix(p.file, "/proc/self/fd/") && !isShim(p) && ancestor(rc.pid, p.pid) {
-					set("container: exec → exit", p.exec, p.exit)
-					at("@ container exit", p.exit)
-				}
-			}
-		}
-		st := server.first("Start")
-		if rs := firstRuncAfter(st); rs != nil {
-			set("Start: runc start", rs.exec, rs.exit)
-			reply := server.firstAfter("reply", rs.exit)
-			set("Start: request → reply", st, reply)
-			at("@ Start reply", reply)
-		}
-		dreq := server.first("Delete")
-		if nd := server.first("nsiso.Delete"); !math.IsNaN(nd) {
-			dreq = nd
-		}
-		at("@ Delete request", dreq)
-		if rd := firstRuncAfter(dreq); rd != nil {
-			set("Delete: runc delete", rd.exec, rd.exit)
-			reply := server.firstAfter("reply", rd.exit)
-			set("Delete: runc exit → reply", rd.exit, reply)
-			set("Delete: request → reply", dreq, reply)
-			set("Delete: nsiso's cleanup → reply", server.firstAfter("nsiso.cleanup", rd.exit), reply)
-			at("@ Delete reply", reply)
-		}
-		set("Shutdown → shim exit", server.first("Shutdown"), server.exit)
-		gcs, early := 0, 0
-		createReply := ph["@ Create reply"] + begin
-		for _, t := range server.probes["gc"] {
-			gcs++
-			if _, ok := ph["@ Create reply"]; ok && t <= createReply {
-				early++
-			}
-		}
-		ph["GCs in the serving shim, whole life (count)"] = float64(gcs)
-		ph["GCs in the serving shim up to the Create reply (count)"] = float64(early)
-		at("@ shim exit", server.exit)
 	}
-	if del != nil {
-		set("shim delete: exec → runtime.main", del.exec, del.first("runtime.main"))
-		set("shim delete: package init", del.first("runtime.main"), del.first("main"))
-		set("shim delete: main → exit", del.first("main"), del.exit)
-		at("@ shim delete exit", del.exit)
+	return nil
+}
+
+// serverPhases sets the phases of the serving shim: its start, the
+// Create, Start and Delete requests, its GCs and its exit.
+func (s *sample) serverPhases(ph phaseSet, server *proc) {
+	ph.set("shim serve: exec → runtime.main", server.exec, server.first("runtime.main"))
+	ph.set("shim serve: package init", server.first("runtime.main"), server.first("main"))
+	ph.set("shim serve: main → serve", server.first("main"), server.first("serve"))
+	runcs := s.runcsOf(server)
+	s.createPhases(ph, server, runcs)
+	startPhases(ph, server, runcs)
+	deletePhases(ph, server, runcs)
+	ph.set("Shutdown → shim exit", server.first("Shutdown"), server.exit)
+	gcPhases(ph, server)
+	ph.at("@ shim exit", server.exit)
+}
+
+// createPhases splits the Create request at its runc run, and times the
+// container's process that runc started.
+func (s *sample) createPhases(ph phaseSet, server *proc, runcs []*proc) {
+	create := server.first("Create")
+	req := create
+	if nc := server.first("nsiso.Create"); !math.IsNaN(nc) {
+		req = nc
+		ph.set("Create: nsiso's part", nc, create)
 	}
-	if start != nil && server != nil {
-		total := 0.0
-		for _, p := range []*proc{start, server, del} {
-			if p != nil {
-				total += cpu[p.pid]
-			}
+	ph.set("Create: serve → request", server.first("serve"), req)
+	ph.at("@ Create request", req)
+	rc := firstRuncAfter(runcs, create)
+	if rc == nil {
+		return
+	}
+	ph.set("Create: runc.v2 before runc", create, rc.exec)
+	ph.set("Create: runc create", rc.exec, rc.exit)
+	reply := server.firstAfter("reply", rc.exit)
+	ph.set("Create: runc exit → reply", rc.exit, reply)
+	ph.set("Create: request → reply", req, reply)
+	ph.at("@ Create reply", reply)
+	// The container's process: runc init's exec of anything but runc
+	// itself.
+	for _, p := range s.procs {
+		if p.file != "" && p.file != s.runc && !strings.HasPrefix(p.file, "/proc/self/fd/") && !s.isShim(p) && s.ancestor(rc.pid, p.pid) {
+			ph.set("container: exec → exit", p.exec, p.exit)
+			ph.at("@ container exit", p.exit)
 		}
-		ph["shim processes: CPU"] = total
 	}
-	at("@ client done", end)
-	return ph
+}
+
+func startPhases(ph phaseSet, server *proc, runcs []*proc) {
+	st := server.first("Start")
+	if rs := firstRuncAfter(runcs, st); rs != nil {
+		ph.set("Start: runc start", rs.exec, rs.exit)
+		reply := server.firstAfter("reply", rs.exit)
+		ph.set("Start: request → reply", st, reply)
+		ph.at("@ Start reply", reply)
+	}
+}
+
+func deletePhases(ph phaseSet, server *proc, runcs []*proc) {
+	dreq := server.first("Delete")
+	if nd := server.first("nsiso.Delete"); !math.IsNaN(nd) {
+		dreq = nd
+	}
+	ph.at("@ Delete request", dreq)
+	if rd := firstRuncAfter(runcs, dreq); rd != nil {
+		ph.set("Delete: runc delete", rd.exec, rd.exit)
+		reply := server.firstAfter("reply", rd.exit)
+		ph.set("Delete: runc exit → reply", rd.exit, reply)
+		ph.set("Delete: request → reply", dreq, reply)
+		ph.set("Delete: nsiso's cleanup → reply", server.firstAfter("nsiso.cleanup", rd.exit), reply)
+		ph.at("@ Delete reply", reply)
+	}
+}
+
+// gcPhases counts the serving shim's GCs, in all and up to the Create
+// reply; it runs after createPhases, whose reply it reads.
+func gcPhases(ph phaseSet, server *proc) {
+	gcs, early := 0, 0
+	createReply, replied := ph.m["@ Create reply"]
+	createReply += ph.begin
+	for _, t := range server.probes["gc"] {
+		gcs++
+		if replied && t <= createReply {
+			early++
+		}
+	}
+	ph.m["GCs in the serving shim, whole life (count)"] = float64(gcs)
+	ph.m["GCs in the serving shim up to the Create reply (count)"] = float64(early)
+}
+
+// phaseSet collects one sample's phases; begin is the client's start.
+type phaseSet struct {
+	m     map[string]float64
+	begin float64
+}
+
+// set records the phase from → to when both moments were seen in order.
+func (ph phaseSet) set(name string, from, to float64) {
+	if !math.IsNaN(from) && !math.IsNaN(to) && to >= from {
+		ph.m[name] = to - from
+	}
+}
+
+// at records moment t as an offset from the client's start.
+func (ph phaseSet) at(name string, t float64) {
+	if !math.IsNaN(t) {
+		ph.m[name] = t - ph.begin
+	}
+}
+
+// shimLife records a short-lived shim process's (`shim start`, `shim
+// delete`) start and run, as the phases named prefix.
+func (ph phaseSet) shimLife(prefix string, p *proc) {
+	ph.set(prefix+": exec → runtime.main", p.exec, p.first("runtime.main"))
+	ph.set(prefix+": package init", p.first("runtime.main"), p.first("main"))
+	ph.set(prefix+": main → exit", p.first("main"), p.exit)
 }

@@ -86,7 +86,12 @@ func startPerf(dir string) (*perfSession, string) {
 // binary (one of bins, named by runtime) and their samples.
 func (p *perfSession) stop(ctx context.Context, bins map[string]string) (*profileResult, error) {
 	res := &profileResult{Perf: p.ver, Seconds: time.Since(p.start).Seconds()}
-	p.cmd.Process.Signal(syscall.SIGINT)
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		// perf would record on: end it. Its exit adds nothing to err.
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+		return nil, fmt.Errorf("stop perf record: %w", err)
+	}
 	if err := p.cmd.Wait(); err != nil {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {

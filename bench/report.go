@@ -268,6 +268,63 @@ func writeJSON(path string, r *result) error {
 
 // printReport writes the human-readable tables.
 func printReport(w io.Writer, r *result) {
+	printHost(w, r)
+	s := &sections{w: w}
+	if r.Startup != nil {
+		printStartup(s, r.Startup)
+	}
+	for _, p := range r.Ctr {
+		s.pairedSection(p)
+	}
+	if r.Trace != nil {
+		printTraceSection(s, r.Trace)
+	}
+	for _, p := range []*pairedResult{r.Lifecycle, r.Child} {
+		if p != nil {
+			s.pairedSection(p)
+		}
+	}
+	for _, p := range r.CRI {
+		s.pairedSection(p)
+	}
+	if r.Node != nil {
+		printNode(s, r.Node)
+	}
+	if r.Concurrency != nil {
+		printConcurrency(s, r.Concurrency)
+	}
+	if r.Memory != nil {
+		printMemory(s, r.Memory)
+	}
+	if len(r.Micro) > 0 {
+		printMicro(s, r.Micro)
+	}
+	printTargets(w, r.Targets)
+	if r.Error != "" {
+		fmt.Fprintf(w, "ERROR: %s\n", r.Error)
+	}
+}
+
+// sections numbers the report's sections as they are written.
+type sections struct {
+	w io.Writer
+	n int
+}
+
+// head writes the next section's numbered heading.
+func (s *sections) head(format string, args ...any) {
+	s.n++
+	fmt.Fprintf(s.w, "\n%d. "+format+"\n", append([]any{s.n}, args...)...)
+}
+
+// pairedSection writes a paired benchmark as a section of its own.
+func (s *sections) pairedSection(p *pairedResult) {
+	s.head("%s", p.Name)
+	printPaired(s.w, p)
+}
+
+// printHost writes where the run was measured and the shim binaries.
+func printHost(w io.Writer, r *result) {
 	h := r.Host
 	fmt.Fprintf(w, "\nnsiso vs runc.v2 on a private containerd %s (%s snapshotter), runc %s\n", h.Containerd, h.Snapshotter, strings.TrimPrefix(h.Runc, "runc version "))
 	fmt.Fprintf(w, "%d CPUs (%s), kernel %s, cgroup %s, containerd state on %s, runc root on %s, %s\n", h.CPUs, h.CPUModel, h.Kernel, h.Cgroup, h.StateFS, h.RuncRootFS, h.Date)
@@ -288,135 +345,126 @@ func printReport(w io.Writer, r *result) {
 	if !r.Fair {
 		fmt.Fprintf(w, "WARNING: nsiso and runc.v2-lib differ in %s; that comparison is not apples to apples\n", strings.Join(r.Unfair, ", "))
 	}
-	section := 0
-	head := func(format string, args ...any) {
-		section++
-		fmt.Fprintf(w, "\n%d. "+format+"\n", append([]any{section}, args...)...)
-	}
+}
 
-	if s := r.Startup; s != nil {
-		head("startup: `shim -v`, the binary alone (%d runs each, interleaved), and its package inits (GODEBUG=inittrace=1)", s.N)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "shim\tsize MiB\twall ms\tp95\tCPU ms\tpeak RSS MiB\tminor faults\tinit ms\tinit allocs\tinit KiB\tpackages\t")
-		for _, x := range s.Sides {
-			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.0f\t%.0f\t%d\t\n", x.Runtime, float64(x.SizeBytes)/(1<<20), x.WallMs.Median, x.WallMs.P95,
-				x.CPUMs.Median, x.MaxRSSMiB.Median, x.MinorFaults.Median, x.InitMs.Median, x.InitAllocs.Median, x.InitBytes.Median/1024, x.Packages)
+func printStartup(sec *sections, s *startupResult) {
+	w := sec.w
+	sec.head("startup: `shim -v`, the binary alone (%d runs each, interleaved), and its package inits (GODEBUG=inittrace=1)", s.N)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "shim\tsize MiB\twall ms\tp95\tCPU ms\tpeak RSS MiB\tminor faults\tinit ms\tinit allocs\tinit KiB\tpackages\t")
+	for _, x := range s.Sides {
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.0f\t%.0f\t%d\t\n", x.Runtime, float64(x.SizeBytes)/(1<<20), x.WallMs.Median, x.WallMs.P95,
+			x.CPUMs.Median, x.MaxRSSMiB.Median, x.MinorFaults.Median, x.InitMs.Median, x.InitAllocs.Median, x.InitBytes.Median/1024, x.Packages)
+	}
+	tw.Flush()
+	for _, c := range s.Compare {
+		fmt.Fprintf(w, "wall %s/%s per pair: median %.3f (95%% CI %.3f..%.3f)\n", c.A, c.B, c.Ratio.Median, c.RatioCI[0], c.RatioCI[1])
+	}
+	for _, x := range s.Sides {
+		var parts []string
+		for _, t := range x.TopInits {
+			parts = append(parts, fmt.Sprintf("%s %.3f", t.Package, t.Ms))
 		}
-		tw.Flush()
-		for _, c := range s.Compare {
-			fmt.Fprintf(w, "wall %s/%s per pair: median %.3f (95%% CI %.3f..%.3f)\n", c.A, c.B, c.Ratio.Median, c.RatioCI[0], c.RatioCI[1])
-		}
-		for _, x := range s.Sides {
-			var parts []string
-			for _, t := range x.TopInits {
-				parts = append(parts, fmt.Sprintf("%s %.3f", t.Package, t.Ms))
-			}
-			fmt.Fprintf(w, "slowest inits of %s (ms): %s\n", x.Runtime, strings.Join(parts, ", "))
-		}
-		for _, o := range s.Only {
-			if o.A == "nsiso" || o.B == "nsiso" {
-				fmt.Fprintf(w, "inits in %s, not in %s: %s\n", o.A, o.B, strings.Join(o.Packages, " "))
-			}
+		fmt.Fprintf(w, "slowest inits of %s (ms): %s\n", x.Runtime, strings.Join(parts, ", "))
+	}
+	for _, o := range s.Only {
+		if o.A == "nsiso" || o.B == "nsiso" {
+			fmt.Fprintf(w, "inits in %s, not in %s: %s\n", o.A, o.B, strings.Join(o.Packages, " "))
 		}
 	}
-	for _, p := range r.Ctr {
-		head("%s", p.Name)
-		printPaired(w, p)
+}
+
+// printTraceSection writes the trace's modes, the probes nsiso's shim
+// lacks and the profile taken meanwhile.
+func printTraceSection(sec *sections, t *traceResult) {
+	if t.Skipped != "" {
+		sec.head("trace: skipped: %s", t.Skipped)
 	}
-	if t := r.Trace; t != nil {
-		if t.Skipped != "" {
-			head("trace: skipped: %s", t.Skipped)
-		}
-		for _, m := range t.Modes {
-			head("trace %s: where the time goes (%d traced `ctr run --rm` per shim; medians, ms; \"@\" rows are offsets from the client's start)", m.Mode, m.N)
-			printTrace(w, m)
-		}
-		for rt, miss := range t.Missing {
-			if rt != "nsiso" {
-				continue
-			}
-			fmt.Fprintf(w, "probes missing from nsiso's shim: %s\n", strings.Join(miss, ", "))
-		}
-		if p := t.Profile; p != nil {
-			if p.Skipped != "" {
-				head("profile: skipped: %s", p.Skipped)
-			} else {
-				head("profile: every CPU sampled at %d Hz during the trace runs (%.0f s, %s); samples of the shims' processes", perfFreq, p.Seconds, p.Perf)
-				printProfile(w, p)
-			}
-		}
+	for _, m := range t.Modes {
+		sec.head("trace %s: where the time goes (%d traced `ctr run --rm` per shim; medians, ms; \"@\" rows are offsets from the client's start)", m.Mode, m.N)
+		printTrace(sec.w, m)
 	}
-	for _, p := range []*pairedResult{r.Lifecycle, r.Child} {
+	if miss, ok := t.Missing["nsiso"]; ok {
+		fmt.Fprintf(sec.w, "probes missing from nsiso's shim: %s\n", strings.Join(miss, ", "))
+	}
+	p := t.Profile
+	switch {
+	case p == nil:
+	case p.Skipped != "":
+		sec.head("profile: skipped: %s", p.Skipped)
+	default:
+		sec.head("profile: every CPU sampled at %d Hz during the trace runs (%.0f s, %s); samples of the shims' processes", perfFreq, p.Seconds, p.Perf)
+		printProfile(sec.w, p)
+	}
+}
+
+func printNode(sec *sections, n *nodeResult) {
+	w := sec.w
+	sec.head("node: %d pods under nsiso (%d with a private container besides), filled in %.0f s", n.Pods, n.PrivatePods, n.FillSeconds)
+	fmt.Fprintf(w, "host mounts: %d empty, %d full: %+d, %.2f per pod; of them nsiso's own (private /dev/shm): %d\n",
+		n.MountsEmpty, n.MountsFull, n.MountsFull-n.MountsEmpty, float64(n.MountsFull-n.MountsEmpty)/float64(n.Pods), n.NsisoMounts)
+	fmt.Fprintf(w, "shims: %d, VmRSS total %.1f MiB (%.2f per shim), Pss total %.1f MiB (%.2f per shim)\n",
+		n.Shims, n.ShimRSSMiB, n.ShimRSSMiB/float64(max(1, n.Shims)), n.ShimPssMiB, n.ShimPssMiB/float64(max(1, n.Shims)))
+	for _, p := range []*pairedResult{n.Empty, n.Full} {
 		if p != nil {
-			head("%s", p.Name)
+			fmt.Fprintf(w, "\n%s: %s\n", p.Name, p.What)
 			printPaired(w, p)
 		}
 	}
-	for _, p := range r.CRI {
-		head("%s", p.Name)
-		printPaired(w, p)
-	}
-	if n := r.Node; n != nil {
-		head("node: %d pods under nsiso (%d with a private container besides), filled in %.0f s", n.Pods, n.PrivatePods, n.FillSeconds)
-		fmt.Fprintf(w, "host mounts: %d empty, %d full: %+d, %.2f per pod; of them nsiso's own (private /dev/shm): %d\n",
-			n.MountsEmpty, n.MountsFull, n.MountsFull-n.MountsEmpty, float64(n.MountsFull-n.MountsEmpty)/float64(n.Pods), n.NsisoMounts)
-		fmt.Fprintf(w, "shims: %d, VmRSS total %.1f MiB (%.2f per shim), Pss total %.1f MiB (%.2f per shim)\n",
-			n.Shims, n.ShimRSSMiB, n.ShimRSSMiB/float64(max(1, n.Shims)), n.ShimPssMiB, n.ShimPssMiB/float64(max(1, n.Shims)))
-		for _, p := range []*pairedResult{n.Empty, n.Full} {
-			if p != nil {
-				fmt.Fprintf(w, "\n%s: %s\n", p.Name, p.What)
-				printPaired(w, p)
-			}
-		}
-		fmt.Fprintf(w, "ratio at %d pods / ratio at 0: %.4f\n", n.Pods, n.Drift)
-	}
-	if c := r.Concurrency; c != nil {
-		warm := ""
-		if c.Warmup {
-			warm = " after an untimed warm-up round each"
-		}
-		head("concurrency: %d /bin/true tasks created+started at once, waited, deleted at once; %d rounds per runtime%s", c.Containers, c.Sides[0].WallMs.N, warm)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "runtime\tmedian wall ms\tmin\tmax\tcontainers/s\tCPU ms/container\tfailures\t")
-		for _, s := range c.Sides {
-			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%d\t\n", s.Runtime, s.WallMs.Median, s.WallMs.Min, s.WallMs.Max, s.Throughput.Median, s.CPUMs.Median, s.Failures)
-		}
-		tw.Flush()
-		fmt.Fprintf(w, "throughput nsiso/runc.v2: of medians %.3f; per round %s\n", c.Sides[0].Throughput.Median/c.Sides[1].Throughput.Median, formatFloats(c.Ratios))
-		fmt.Fprintf(w, "throughput nsiso/runc.v2-lib: of medians %.3f; per round %s\n", c.Sides[0].Throughput.Median/c.Sides[2].Throughput.Median, formatFloats(c.LibRatios))
-		fmt.Fprintf(w, "CPU per container nsiso/runc.v2: of medians %.3f (%+.1f ms)\n", c.Sides[0].CPUMs.Median/c.Sides[1].CPUMs.Median, c.Sides[0].CPUMs.Median-c.Sides[1].CPUMs.Median)
-		if c.WarmupFailures > 0 {
-			fmt.Fprintf(w, "failed containers in the warm-up rounds: %d\n", c.WarmupFailures)
-		}
-		for _, rr := range c.Rounds {
-			if rr.FirstFailure != "" {
-				fmt.Fprintf(w, "%s round %d: first failure: %s\n", rr.Runtime, rr.Round+1, rr.FirstFailure)
-			}
-		}
-	}
-	if m := r.Memory; m != nil {
-		head("memory: shim per container, %d long-running containers per runtime, read after %.0f s idle, MiB", m.PerRuntime, m.SettleMs/1000)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "runtime\tmedian VmRSS\tmin\tmax\tmedian Pss\t")
-		for _, s := range m.Sides {
-			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t\n", s.Runtime, s.RSSMiB.Median, s.RSSMiB.Min, s.RSSMiB.Max, s.PssMiB.Median)
-		}
-		tw.Flush()
-		fmt.Fprintf(w, "VmRSS nsiso - runc.v2: %+.2f MiB; nsiso - runc.v2-lib: %+.2f MiB\n", m.DiffMiB, m.LibDiffMiB)
-	}
-	if len(r.Micro) > 0 {
-		head("micro-benchmarks (go test -bench -benchmem)")
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "benchmark\tns/op\tB/op\tallocs/op\t")
-		for _, b := range r.Micro {
-			fmt.Fprintf(tw, "%s.%s\t%.0f\t%.0f\t%.0f\t\n", filepath.Base(b.Package), b.Name, b.NsPerOp, b.BytesPerOp, b.AllocsPerOp)
-		}
-		tw.Flush()
-	}
+	fmt.Fprintf(w, "ratio at %d pods / ratio at 0: %.4f\n", n.Pods, n.Drift)
+}
 
+func printConcurrency(sec *sections, c *concurrencyResult) {
+	w := sec.w
+	warm := ""
+	if c.Warmup {
+		warm = " after an untimed warm-up round each"
+	}
+	sec.head("concurrency: %d /bin/true tasks created+started at once, waited, deleted at once; %d rounds per runtime%s", c.Containers, c.Sides[0].WallMs.N, warm)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "runtime\tmedian wall ms\tmin\tmax\tcontainers/s\tCPU ms/container\tfailures\t")
+	for _, s := range c.Sides {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%d\t\n", s.Runtime, s.WallMs.Median, s.WallMs.Min, s.WallMs.Max, s.Throughput.Median, s.CPUMs.Median, s.Failures)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "throughput nsiso/runc.v2: of medians %.3f; per round %s\n", c.Sides[0].Throughput.Median/c.Sides[1].Throughput.Median, formatFloats(c.Ratios))
+	fmt.Fprintf(w, "throughput nsiso/runc.v2-lib: of medians %.3f; per round %s\n", c.Sides[0].Throughput.Median/c.Sides[2].Throughput.Median, formatFloats(c.LibRatios))
+	fmt.Fprintf(w, "CPU per container nsiso/runc.v2: of medians %.3f (%+.1f ms)\n", c.Sides[0].CPUMs.Median/c.Sides[1].CPUMs.Median, c.Sides[0].CPUMs.Median-c.Sides[1].CPUMs.Median)
+	if c.WarmupFailures > 0 {
+		fmt.Fprintf(w, "failed containers in the warm-up rounds: %d\n", c.WarmupFailures)
+	}
+	for _, rr := range c.Rounds {
+		if rr.FirstFailure != "" {
+			fmt.Fprintf(w, "%s round %d: first failure: %s\n", rr.Runtime, rr.Round+1, rr.FirstFailure)
+		}
+	}
+}
+
+func printMemory(sec *sections, m *memoryResult) {
+	sec.head("memory: shim per container, %d long-running containers per runtime, read after %.0f s idle, MiB", m.PerRuntime, m.SettleMs/1000)
+	tw := tabwriter.NewWriter(sec.w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "runtime\tmedian VmRSS\tmin\tmax\tmedian Pss\t")
+	for _, s := range m.Sides {
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t\n", s.Runtime, s.RSSMiB.Median, s.RSSMiB.Min, s.RSSMiB.Max, s.PssMiB.Median)
+	}
+	tw.Flush()
+	fmt.Fprintf(sec.w, "VmRSS nsiso - runc.v2: %+.2f MiB; nsiso - runc.v2-lib: %+.2f MiB\n", m.DiffMiB, m.LibDiffMiB)
+}
+
+func printMicro(sec *sections, micro []microResult) {
+	sec.head("micro-benchmarks (go test -bench -benchmem)")
+	tw := tabwriter.NewWriter(sec.w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "benchmark\tns/op\tB/op\tallocs/op\t")
+	for _, b := range micro {
+		fmt.Fprintf(tw, "%s.%s\t%.0f\t%.0f\t%.0f\t\n", filepath.Base(b.Package), b.Name, b.NsPerOp, b.BytesPerOp, b.AllocsPerOp)
+	}
+	tw.Flush()
+}
+
+func printTargets(w io.Writer, targets []target) {
 	fmt.Fprintf(w, "\ntargets\n")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, t := range r.Targets {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, t := range targets {
 		verdict := "PASS"
 		if !t.Pass {
 			verdict = "FAIL"
@@ -433,9 +481,6 @@ func printReport(w io.Writer, r *result) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s%s\n", t.Name, value, limit, verdict, note)
 	}
 	tw.Flush()
-	if r.Error != "" {
-		fmt.Fprintf(w, "ERROR: %s\n", r.Error)
-	}
 }
 
 // printPaired writes one paired benchmark: each runtime's distribution and

@@ -230,13 +230,19 @@ func peakRSS(bin string, args ...string) (int64, error) {
 	}
 	pid := cmd.Process.Pid
 	var ws syscall.WaitStatus
+	// abandon ends a run that already failed; how the child ends adds
+	// nothing to that failure.
+	abandon := func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
 	// The child stops with SIGTRAP after its exec.
 	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || !ws.Stopped() {
-		cmd.Process.Kill()
+		abandon()
 		return 0, fmt.Errorf("%s: no stop after exec (%v)", bin, err)
 	}
 	if err := syscall.PtraceSetOptions(pid, syscall.PTRACE_O_TRACEEXIT|unix.PTRACE_O_EXITKILL); err != nil {
-		cmd.Process.Kill()
+		abandon()
 		return 0, fmt.Errorf("%s: ptrace: %w", bin, err)
 	}
 	var kb int64 = -1
@@ -259,8 +265,9 @@ func peakRSS(bin string, args ...string) (int64, error) {
 			sig = int(ws.StopSignal())
 		}
 	}
-	// Reap what Start set up; the process is gone already.
-	cmd.Wait()
+	// Release what Start set up. Wait4 reaped the process already, so
+	// Wait can only say that there is no child.
+	_ = cmd.Wait()
 	if kb < 0 {
 		return 0, fmt.Errorf("%s: no VmHWM at exit", bin)
 	}

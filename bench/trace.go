@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -61,10 +62,12 @@ func (e *env) benchTrace(ctx context.Context, n int) (_ *traceResult, retErr err
 	for _, m := range ctrModes {
 		tm, err := e.traceMode(ctx, tr, m, n, bins)
 		if err != nil {
+			err = fmt.Errorf("trace %s: %w", m.Name, err)
 			if perf != nil {
-				perf.stop(ctx, nil)
+				_, perr := perf.stop(ctx, nil)
+				err = errors.Join(err, perr)
 			}
-			return res, fmt.Errorf("trace %s: %w", m.Name, err)
+			return res, err
 		}
 		res.Modes = append(res.Modes, tm)
 	}

@@ -9,7 +9,8 @@ import (
 
 // traceText renders events as the tracefs instance prints them with
 // record-tgid on; times are in milliseconds.
-func traceText(evs ...string) string {
+func traceText(t *testing.T, evs ...string) string {
+	t.Helper()
 	var b strings.Builder
 	b.WriteString("# tracer: nop\n#\n")
 	for _, e := range evs {
@@ -17,7 +18,9 @@ func traceText(evs ...string) string {
 		var comm string
 		var tid, tgid int
 		var rest string
-		fmt.Sscanf(e, "%f %s %d %d", &ms, &comm, &tid, &tgid)
+		if _, err := fmt.Sscanf(e, "%f %s %d %d", &ms, &comm, &tid, &tgid); err != nil {
+			t.Fatalf("event %q: %v", e, err)
+		}
 		rest = strings.SplitN(e, " ", 5)[4]
 		fmt.Fprintf(&b, "%16s-%-7d (%7d) [001] ..... %.6f: %s\n", comm, tid, tgid, ms/1000, rest)
 	}
@@ -40,7 +43,7 @@ func TestSamplePhases(t *testing.T) {
 		t.Fatalf("no probe %s", label)
 		return ""
 	}
-	text := traceText(
+	text := traceText(t,
 		"0 bench 1 1 tracing_mark_write: nsiso-bench begin x",
 		"1 containerd 50 50 sched_process_exec: filename="+shim+" pid=100 old_pid=100",
 		"2 containerd-shim 100 100 "+ev("runtime.main"),

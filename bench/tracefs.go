@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -219,9 +220,12 @@ func (t *tracefs) take() ([]traceEvent, error) {
 func (t *tracefs) close() error {
 	var errs []error
 	if t.inst != "" {
-		os.WriteFile(filepath.Join(t.inst, "tracing_on"), []byte("0"), 0)
-		for _, e := range []string{"events/" + t.group + "/enable", "events/sched/sched_process_exec/enable", "events/sched/sched_process_fork/enable", "events/sched/sched_process_exit/enable", "events/sched/sched_stat_runtime/enable"} {
-			os.WriteFile(filepath.Join(t.inst, e), []byte("0"), 0)
+		for _, e := range []string{"tracing_on", "events/" + t.group + "/enable", "events/sched/sched_process_exec/enable", "events/sched/sched_process_fork/enable", "events/sched/sched_process_exit/enable", "events/sched/sched_stat_runtime/enable"} {
+			// The group's enable is missing when no probe could be
+			// added; there is nothing to disable then.
+			if err := os.WriteFile(filepath.Join(t.inst, e), []byte("0"), 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("disable %s: %w", e, err))
+			}
 		}
 		if err := os.Remove(t.inst); err != nil {
 			errs = append(errs, fmt.Errorf("remove tracefs instance: %w", err))

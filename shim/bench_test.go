@@ -64,7 +64,7 @@ func benchDirs(b *testing.B) []benchDir {
 		if err := unix.Mount("bench", mnt, "tmpfs", 0, "size=16m"); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+		b.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
 		dirs = append(dirs, benchDir{"tmpfs", mnt})
 	}
 	return dirs
@@ -119,7 +119,7 @@ func startBenchParent(b *testing.B) benchParent {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	p.pid = cmd.Process.Pid
 	want, err := hostns.Stat(p.shm)
 	if err != nil {
@@ -165,7 +165,7 @@ func (p benchParent) register(b *testing.B, id string, tasks benchTasks, bundles
 	if err := unix.Mount(p.shm, own, "", unix.MS_BIND, ""); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { unix.Unmount(own, unix.MNT_DETACH) })
+	b.Cleanup(func() { _ = unix.Unmount(own, unix.MNT_DETACH) })
 	cfg, _ := json.Marshal(specs.Spec{Mounts: []specs.Mount{{Destination: specmod.ShmPath, Type: "bind", Source: own, Options: []string{"rbind", "rw"}}}})
 	writeFile(b, filepath.Join(bundles, id, "config.json"), cfg)
 }
@@ -223,7 +223,7 @@ func BenchmarkPrepare(b *testing.B) {
 			}
 			b.Run(tc.name+"/"+fs, func(b *testing.B) {
 				b.Setenv(ConfigPathEnv, cfg)
-				b.Cleanup(func() { cleanupState(bundle, true) })
+				b.Cleanup(func() { _ = cleanupState(bundle, true) })
 				b.ReportAllocs()
 				for b.Loop() {
 					b.StopTimer()
@@ -283,7 +283,7 @@ func BenchmarkPrepareParts(b *testing.B) {
 		if err := os.MkdirAll(bundle, 0o755); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { cleanupState(bundle, true) })
+		b.Cleanup(func() { _ = cleanupState(bundle, true) })
 		b.Run("own-shm-mount-and-cleanup/"+d.fs, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

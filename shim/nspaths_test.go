@@ -92,7 +92,7 @@ func TestHoldNamespacesPinsWhatIsJudged(t *testing.T) {
 			if err := os.Symlink("/proc/self/ns/uts", link); err != nil {
 				t.Fatal(err)
 			}
-			defer func() { os.Remove(link); os.Symlink("/proc/self/ns/ipc", link) }()
+			defer func() { _ = os.Remove(link); _ = os.Symlink("/proc/self/ns/ipc", link) }()
 			if got, err := hostns.Stat(s.Linux.Namespaces[0].Path); err != nil || got != want {
 				t.Errorf("held path %s is %v (%v), want the IPC namespace judged %v", s.Linux.Namespaces[0].Path, got, err, want)
 			}

@@ -93,6 +93,36 @@ func ParseRequest(id string, annotations map[string]string) (Request, error) {
 	r := Request{Pod: podName(annotations)}
 	criType := annotations[AnnotationCRIContainerType]
 	r.Sandbox = criType == criTypeSandbox
+	values, err := r.readKeys(id, annotations, criType)
+	if err != nil {
+		return Request{}, err
+	}
+	if v, ok := values[AnnotationIPCMode]; ok {
+		r.IPC, _ = parseMode(v)
+	}
+	if v, ok := values[AnnotationPIDMode]; ok {
+		r.PID, _ = parseMode(v)
+	}
+	if v, ok := values[AnnotationParent]; ok {
+		r.Parent, r.ParentKey = v, AnnotationParent
+	}
+	if v, ok := values[AnnotationShmSize]; ok {
+		if err := r.setShmSize(id, v, criType); err != nil {
+			return Request{}, err
+		}
+	}
+	if criType == criTypeContainer {
+		if err := r.setSandboxParent(id, annotations[AnnotationCRISandboxID]); err != nil {
+			return Request{}, err
+		}
+	}
+	return r, nil
+}
+
+// readKeys checks every nsiso/ key and returns the value of each setting
+// that applies to this container, by its unscoped key; it records in r
+// which key each came from.
+func (r *Request) readKeys(id string, annotations map[string]string, criType string) (map[string]string, error) {
 	name := annotations[AnnotationCRIContainerName]
 	keys := make([]string, 0, 4)
 	for k := range annotations {
@@ -107,37 +137,8 @@ func ParseRequest(id string, annotations map[string]string) (Request, error) {
 	for _, k := range keys {
 		v := annotations[k]
 		base, scope, scoped := strings.Cut(k, ".")
-		if scoped && scope == "" {
-			return Request{}, reject(id, r, k, v, "empty container name after %q", base+".")
-		}
-		switch base {
-		case AnnotationIPCMode, AnnotationPIDMode:
-			if _, ok := parseMode(v); !ok {
-				return Request{}, reject(id, r, k, v, "unknown mode (use %q or %q)", ModePrivate, ModeShareParent)
-			}
-		case AnnotationShmSize:
-			if _, err := ParseSize(v); err != nil {
-				return Request{}, reject(id, r, k, v, "%v", err)
-			}
-		case AnnotationParent:
-			if scoped {
-				return Request{}, reject(id, r, k, v, "%s cannot be scoped to a container (inside a pod the parent is the sandbox)", AnnotationParent)
-			}
-			if criType != "" {
-				return Request{}, reject(id, r, k, v, "not allowed in a Kubernetes pod: a pod's sandbox is top-level and its containers' parent is their own sandbox")
-			}
-			if err := identifiers.Validate(v); err != nil {
-				return Request{}, reject(id, r, k, v, "not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)")
-			}
-			if v == id {
-				return Request{}, reject(id, r, k, v, "a container cannot be its own parent")
-			}
-		default:
-			return Request{}, reject(id, r, k, v, "unknown nsiso annotation (known: %s, %s, %s, %s, and for pods <key>.<container-name>)",
-				AnnotationIPCMode, AnnotationShmSize, AnnotationPIDMode, AnnotationParent)
-		}
-		if scoped && criType == "" {
-			return Request{}, reject(id, r, k, v, "a key scoped to a container by name is for Kubernetes pods, whose annotations are per pod; set %s on this container instead", base)
+		if err := r.checkKey(id, k, v, base, scope, scoped, criType); err != nil {
+			return nil, err
 		}
 		if scoped && (criType != criTypeContainer || scope != name) {
 			continue
@@ -147,42 +148,84 @@ func ParseRequest(id string, annotations map[string]string) (Request, error) {
 		}
 		values[base], r.keys[base] = v, k
 	}
-	if v, ok := values[AnnotationIPCMode]; ok {
-		r.IPC, _ = parseMode(v)
+	return values, nil
+}
+
+// checkKey checks one nsiso/ key and its value, whether or not it applies
+// to this container, so that a mistake fails the pod at once.
+func (r *Request) checkKey(id, k, v, base, scope string, scoped bool, criType string) error {
+	if scoped && scope == "" {
+		return reject(id, *r, k, v, "empty container name after %q", base+".")
 	}
-	if v, ok := values[AnnotationPIDMode]; ok {
-		r.PID, _ = parseMode(v)
-	}
-	if v, ok := values[AnnotationParent]; ok {
-		r.Parent, r.ParentKey = v, AnnotationParent
-	}
-	if v, ok := values[AnnotationShmSize]; ok {
-		r.ShmSize, _ = ParseSize(v)
-		switch {
-		case r.IPC == ModePrivate:
-		case r.Sandbox && r.IPC == ModeUnset:
-			// The pod's own /dev/shm, shared by its containers.
-		case criType == criTypeContainer && r.key(AnnotationShmSize) == AnnotationShmSize:
-			// The pod's size, copied onto its containers by CRI.
-			r.ShmSize = 0
-		default:
-			return Request{}, reject(id, r, r.key(AnnotationShmSize), v,
-				"only allowed with %s=%s, got %s", AnnotationIPCMode, ModePrivate, describeMode(r.IPC))
+	switch base {
+	case AnnotationIPCMode, AnnotationPIDMode:
+		if _, ok := parseMode(v); !ok {
+			return reject(id, *r, k, v, "unknown mode (use %q or %q)", ModePrivate, ModeShareParent)
 		}
-	}
-	if criType == criTypeContainer {
-		// The parent's ID becomes a path; CRI sets it, but any client can
-		// write the same annotation.
-		sb := annotations[AnnotationCRISandboxID]
-		if err := identifiers.Validate(sb); err != nil {
-			return Request{}, reject(id, r, AnnotationCRISandboxID, sb, "not a containerd container ID")
+	case AnnotationShmSize:
+		if _, err := ParseSize(v); err != nil {
+			return reject(id, *r, k, v, "%v", err)
 		}
-		if sb == id {
-			return Request{}, reject(id, r, AnnotationCRISandboxID, sb, "a container cannot be its own parent")
+	case AnnotationParent:
+		if err := r.checkParent(id, k, v, scoped, criType); err != nil {
+			return err
 		}
-		r.Parent, r.ParentKey = sb, AnnotationCRISandboxID
+	default:
+		return reject(id, *r, k, v, "unknown nsiso annotation (known: %s, %s, %s, %s, and for pods <key>.<container-name>)",
+			AnnotationIPCMode, AnnotationShmSize, AnnotationPIDMode, AnnotationParent)
 	}
-	return r, nil
+	if scoped && criType == "" {
+		return reject(id, *r, k, v, "a key scoped to a container by name is for Kubernetes pods, whose annotations are per pod; set %s on this container instead", base)
+	}
+	return nil
+}
+
+// checkParent checks nsiso/parent: never in a pod, an identifier, and not
+// the container itself.
+func (r *Request) checkParent(id, k, v string, scoped bool, criType string) error {
+	switch {
+	case scoped:
+		return reject(id, *r, k, v, "%s cannot be scoped to a container (inside a pod the parent is the sandbox)", AnnotationParent)
+	case criType != "":
+		return reject(id, *r, k, v, "not allowed in a Kubernetes pod: a pod's sandbox is top-level and its containers' parent is their own sandbox")
+	case identifiers.Validate(v) != nil:
+		return reject(id, *r, k, v, "not a containerd container ID (letters and digits, with single '.', '_' or '-' between them, at most 76 characters)")
+	case v == id:
+		return reject(id, *r, k, v, "a container cannot be its own parent")
+	}
+	return nil
+}
+
+// setShmSize takes nsiso/shm-size where it may apply: with a private IPC
+// namespace, or on a pod's sandbox for the pod's /dev/shm; CRI's copy of a
+// pod's size on its containers is ignored.
+func (r *Request) setShmSize(id, v, criType string) error {
+	r.ShmSize, _ = ParseSize(v)
+	switch {
+	case r.IPC == ModePrivate:
+	case r.Sandbox && r.IPC == ModeUnset:
+		// The pod's own /dev/shm, shared by its containers.
+	case criType == criTypeContainer && r.key(AnnotationShmSize) == AnnotationShmSize:
+		// The pod's size, copied onto its containers by CRI.
+		r.ShmSize = 0
+	default:
+		return reject(id, *r, r.key(AnnotationShmSize), v,
+			"only allowed with %s=%s, got %s", AnnotationIPCMode, ModePrivate, describeMode(r.IPC))
+	}
+	return nil
+}
+
+// setSandboxParent makes a CRI container's sandbox its parent. The ID
+// becomes a path; CRI sets it, but any client can write the annotation.
+func (r *Request) setSandboxParent(id, sb string) error {
+	if err := identifiers.Validate(sb); err != nil {
+		return reject(id, *r, AnnotationCRISandboxID, sb, "not a containerd container ID")
+	}
+	if sb == id {
+		return reject(id, *r, AnnotationCRISandboxID, sb, "a container cannot be its own parent")
+	}
+	r.Parent, r.ParentKey = sb, AnnotationCRISandboxID
+	return nil
 }
 
 func parseMode(v string) (Mode, bool) {
