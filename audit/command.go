@@ -193,118 +193,167 @@ const (
 // Main runs `nsiso audit` with the arguments after the subcommand and
 // returns its exit status.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("nsiso audit", flag.ContinueOnError)
-	// Errors and usage are printed below, where their stream is chosen:
-	// asked-for help goes to stdout, a mistake to stderr.
-	fs.SetOutput(io.Discard)
-	var opts Options
-	fs.StringVar(&opts.Address, "address", DefaultAddress, "containerd's `socket`")
-	fs.StringVar(&opts.Namespace, "namespace", "", "audit only this containerd `namespace` (default: all of them)")
-	fs.StringVar(&opts.PodNamespace, "pod-namespace", "", "report only the containers that containerd's CRI plugin made for pods in this Kubernetes `namespace`")
-	format := fs.String("format", FormatText, "output `format`: text, json or prometheus (node_exporter's textfile collector)")
-	output := fs.String("output", "", "write the report to this `file`, atomically (temporary file and rename), mode 0644, instead of stdout")
-	checkPID := fs.Bool("pid", false, "also fail on containers in the host's PID namespace (CIS 5.15)")
-	shm := fs.Bool("shm", false, "report the shared memory of each IPC namespace (/dev/shm and System V, used and limits) instead of each container (text and json; prometheus always has it)")
-	timeout := fs.Duration("timeout", DefaultTimeout, "give up after this `duration`")
-	usage := func(w io.Writer) {
-		fmt.Fprint(w, usageHead)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-		fmt.Fprint(w, usageTail)
+	c := &command{stdout: stdout, stderr: stderr}
+	if status, ok := c.parse(args); !ok {
+		return status
 	}
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "nsiso audit: %s\n", cleanLine(fmt.Sprintf(format, a...)))
-		return ExitError
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return ExitCompliant
-		}
-		fmt.Fprintf(stderr, "nsiso audit: %s\n", cleanLine(err.Error()))
-		usage(stderr)
-		return ExitError
-	}
-	if fs.NArg() > 0 {
-		return fail("unexpected argument %+q (see nsiso audit --help)", fs.Arg(0))
-	}
-	switch *format {
-	case FormatText, FormatJSON, FormatPrometheus:
-	default:
-		return fail("--format %+q: want text, json or prometheus", *format)
-	}
-	if *timeout <= 0 {
-		return fail("--timeout %v: want a positive duration", *timeout)
-	}
-	if *output != "" {
-		if err := checkOutputDir(*output); err != nil {
-			return fail("--output %s: %v", *output, err)
-		}
-	}
-	// emit puts the report where it was asked for: a file is replaced
-	// whole or not at all.
-	emit := func(data []byte) error {
-		if *output == "" {
-			_, err := stdout.Write(data)
-			return err
-		}
-		return WriteFileAtomic(*output, data)
-	}
-
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	start := time.Now()
-	opts.Usage = *shm || *format == FormatPrometheus
-	rep, err := Run(ctx, opts)
+	rep, err := Run(ctx, c.opts)
 	if err != nil {
-		fail("%v", err)
-		if *format == FormatPrometheus {
-			// Monitoring must see a failed audit, not the last good file.
-			end := time.Now()
-			var b bytes.Buffer
-			if werr := WritePrometheus(&b, Outcome{Err: err, End: end, Duration: end.Sub(start)}); werr == nil {
-				if werr := emit(b.Bytes()); werr != nil {
-					fail("write report: %v", werr)
-				}
+		return c.failed(err, start)
+	}
+	return c.report(rep, start)
+}
+
+// command is one `nsiso audit`: its flags and the streams it writes to.
+type command struct {
+	opts           Options
+	format         string
+	output         string
+	checkPID       bool
+	shm            bool
+	timeout        time.Duration
+	stdout, stderr io.Writer
+}
+
+// flagSet declares the flags of `nsiso audit` into c.
+func (c *command) flagSet() *flag.FlagSet {
+	flags := flag.NewFlagSet("nsiso audit", flag.ContinueOnError)
+	// Errors and usage are printed by parse, where their stream is chosen:
+	// asked-for help goes to stdout, a mistake to stderr.
+	flags.SetOutput(io.Discard)
+	flags.StringVar(&c.opts.Address, "address", DefaultAddress, "containerd's `socket`")
+	flags.StringVar(&c.opts.Namespace, "namespace", "", "audit only this containerd `namespace` (default: all of them)")
+	flags.StringVar(&c.opts.PodNamespace, "pod-namespace", "", "report only the containers that containerd's CRI plugin made for pods in this Kubernetes `namespace`")
+	flags.StringVar(&c.format, "format", FormatText, "output `format`: text, json or prometheus (node_exporter's textfile collector)")
+	flags.StringVar(&c.output, "output", "", "write the report to this `file`, atomically (temporary file and rename), mode 0644, instead of stdout")
+	flags.BoolVar(&c.checkPID, "pid", false, "also fail on containers in the host's PID namespace (CIS 5.15)")
+	flags.BoolVar(&c.shm, "shm", false, "report the shared memory of each IPC namespace (/dev/shm and System V, used and limits) instead of each container (text and json; prometheus always has it)")
+	flags.DurationVar(&c.timeout, "timeout", DefaultTimeout, "give up after this `duration`")
+	return flags
+}
+
+// printUsage writes the help of `nsiso audit` to w.
+func printUsage(flags *flag.FlagSet, w io.Writer) {
+	fmt.Fprint(w, usageHead)
+	flags.SetOutput(w)
+	flags.PrintDefaults()
+	flags.SetOutput(io.Discard)
+	fmt.Fprint(w, usageTail)
+}
+
+// parse reads args into c; when it returns false the command is over, with
+// the exit status it returns (help was asked for, or a flag is wrong).
+func (c *command) parse(args []string) (int, bool) {
+	flags := c.flagSet()
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(flags, c.stdout)
+			return ExitCompliant, false
+		}
+		fmt.Fprintf(c.stderr, "nsiso audit: %s\n", cleanLine(err.Error()))
+		printUsage(flags, c.stderr)
+		return ExitError, false
+	}
+	if flags.NArg() > 0 {
+		return c.fail("unexpected argument %+q (see nsiso audit --help)", flags.Arg(0)), false
+	}
+	switch c.format {
+	case FormatText, FormatJSON, FormatPrometheus:
+	default:
+		return c.fail("--format %+q: want text, json or prometheus", c.format), false
+	}
+	if c.timeout <= 0 {
+		return c.fail("--timeout %v: want a positive duration", c.timeout), false
+	}
+	if c.output != "" {
+		if err := checkOutputDir(c.output); err != nil {
+			return c.fail("--output %s: %v", c.output, err), false
+		}
+	}
+	c.opts.Usage = c.shm || c.format == FormatPrometheus
+	return 0, true
+}
+
+// fail prints one line on stderr and returns the status of an audit that
+// could not be completed.
+func (c *command) fail(format string, a ...any) int {
+	fmt.Fprintf(c.stderr, "nsiso audit: %s\n", cleanLine(fmt.Sprintf(format, a...)))
+	return ExitError
+}
+
+// emit puts the report where it was asked for: a file is replaced whole or
+// not at all.
+func (c *command) emit(data []byte) error {
+	if c.output == "" {
+		_, err := c.stdout.Write(data)
+		return err
+	}
+	return WriteFileAtomic(c.output, data)
+}
+
+// failed reports an audit that could not be completed.
+func (c *command) failed(err error, start time.Time) int {
+	c.fail("%v", err)
+	if c.format == FormatPrometheus {
+		// Monitoring must see a failed audit, not the last good file.
+		end := time.Now()
+		var b bytes.Buffer
+		if werr := WritePrometheus(&b, Outcome{Err: err, End: end, Duration: end.Sub(start)}); werr == nil {
+			if werr := c.emit(b.Bytes()); werr != nil {
+				c.fail("write report: %v", werr)
 			}
 		}
-		return ExitError
 	}
+	return ExitError
+}
+
+// report writes the report of a completed audit, names on stderr what it
+// found, and returns the exit status of the findings.
+func (c *command) report(rep Report, start time.Time) int {
 	recs, usages := rep.Records, rep.Usage
 	var claiming []Record
-	if opts.PodNamespace != "" {
-		claiming = ClaimingPodNamespace(recs, opts.PodNamespace)
-		recs = InPodNamespace(recs, opts.PodNamespace)
-		usages = UsageInPodNamespace(usages, opts.PodNamespace)
+	if c.opts.PodNamespace != "" {
+		claiming = ClaimingPodNamespace(recs, c.opts.PodNamespace)
+		recs = InPodNamespace(recs, c.opts.PodNamespace)
+		usages = UsageInPodNamespace(usages, c.opts.PodNamespace)
 	}
-	findings := Findings(recs, *checkPID)
+	findings := Findings(recs, c.checkPID)
 	end := time.Now()
 
-	data, err := render(*format, *shm, Outcome{Records: recs, Findings: findings, Usage: usages, End: end, Duration: end.Sub(start)})
+	data, err := render(c.format, c.shm, Outcome{Records: recs, Findings: findings, Usage: usages, End: end, Duration: end.Sub(start)})
 	if err == nil {
-		err = emit(data)
+		err = c.emit(data)
 	}
 	if err != nil {
-		return fail("write report: %v", err)
+		return c.fail("write report: %v", err)
 	}
-	if opts.PodNamespace != "" && len(recs) == 0 {
+	c.tell(len(recs), claiming, rep.Notes, findings)
+	return ExitStatus(findings)
+}
+
+// tell names on stderr, one line each, what the report's reader should
+// know: an empty pod namespace, containers that only claim it, notes and
+// findings.
+func (c *command) tell(records int, claiming []Record, notes []string, findings []Finding) {
+	if c.opts.PodNamespace != "" && records == 0 {
 		// Not an error (a namespace may have no pod on this node), but a
 		// mistyped name should not pass unnoticed.
-		fmt.Fprintf(stderr, "nsiso audit: no container of a pod in Kubernetes namespace %+q\n", opts.PodNamespace)
+		fmt.Fprintf(c.stderr, "nsiso audit: no container of a pod in Kubernetes namespace %+q\n", c.opts.PodNamespace)
 	}
 	// A container that only says it is this namespace's is not its
 	// team's to answer for, but its team should know of it.
 	for _, r := range claiming {
-		fmt.Fprintf(stderr, "nsiso audit: %s\n", NotCounted(r))
+		fmt.Fprintf(c.stderr, "nsiso audit: %s\n", NotCounted(r))
 	}
-	for _, n := range rep.Notes {
-		fmt.Fprintf(stderr, "nsiso audit: note: %s\n", n)
+	for _, n := range notes {
+		fmt.Fprintf(c.stderr, "nsiso audit: note: %s\n", n)
 	}
 	for _, f := range findings {
-		fmt.Fprintf(stderr, "nsiso audit: %s\n", f)
+		fmt.Fprintf(c.stderr, "nsiso audit: %s\n", f)
 	}
-	return ExitStatus(findings)
 }
 
 // render writes the report in format: the containers, or with shm the IPC

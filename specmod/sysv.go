@@ -118,36 +118,84 @@ func limitSysV(s *specs.Spec, in Input, ipc cause) error {
 	if !ok {
 		return nil
 	}
+	c := sysvCheck{in: in, max: max, rule: rule, page: pageSize(in.Policy)}
+	keys := ipcSysctlKeys(s.Linux.Sysctl)
+	if ns.Path != "" {
+		return c.joined(s.Linux.Sysctl, keys, ipc)
+	}
+	l, err := c.clientLimits(s.Linux.Sysctl, keys)
+	if err != nil {
+		return err
+	}
+	l.fill(sysvBudget(in.Request, in.Policy, max), c.page, max)
+	l.write(s.Linux)
+	return nil
+}
+
+// sysvCheck is what judging one IPC namespace's System V sysctls needs: the
+// container, the node's cap and the config key it comes from, and the page
+// size kernel.shmall counts in.
+type sysvCheck struct {
+	in   Input
+	max  int64
+	rule string
+	page int64
+}
+
+// reject refuses sysctl key with value v, naming the container and its pod.
+func (c sysvCheck) reject(key, v, format string, args ...any) error {
+	return reject(c.in.ID, c.in.Request, "linux.sysctl."+key, v, format, args...)
+}
+
+// pageSize is the unit of kernel.shmall by the node's policy.
+func pageSize(p Policy) int64 {
+	if p.PageSize <= 0 {
+		return DefaultPageSize
+	}
+	return p.PageSize
+}
+
+// ipcSysctlKeys are the spec's sysctl keys that runc writes into the IPC
+// namespace, sorted so a spec with several problems always reports the
+// same one.
+func ipcSysctlKeys(sysctl map[string]string) []string {
 	keys := make([]string, 0, 4)
-	for k := range s.Linux.Sysctl {
+	for k := range sysctl {
 		if ipcSysctl(sysctlName(k)) {
 			keys = append(keys, k)
 		}
 	}
-	// Sorted so a spec with several problems always reports the same one.
 	slices.Sort(keys)
-	if ns.Path != "" {
-		if len(keys) > 0 {
-			k := keys[0]
-			return reject(in.ID, in.Request, "linux.sysctl."+k, s.Linux.Sysctl[k],
-				"would be written into the IPC namespace this container joins (%s=%q), whose limits are its owner's; set it on the container that owns the namespace (%s=%s holds every namespace's System V shared memory)",
-				ipc.key, Truncate(ipc.value), rule, FormatSize(max))
-		}
+	return keys
+}
+
+// joined refuses any IPC sysctl of a container that joins a namespace by
+// path: runc would write it into a namespace whose limits are its owner's.
+func (c sysvCheck) joined(sysctl map[string]string, keys []string, ipc cause) error {
+	if len(keys) == 0 {
 		return nil
 	}
-	page := in.Policy.PageSize
-	if page <= 0 {
-		page = DefaultPageSize
-	}
-	// The client's values, by the sysctl they name; each is judged alone.
-	var shmMax, shmAll uint64
-	var hasMax, hasAll, hasMni bool
+	k := keys[0]
+	return c.reject(k, sysctl[k],
+		"would be written into the IPC namespace this container joins (%s=%q), whose limits are its owner's; set it on the container that owns the namespace (%s=%s holds every namespace's System V shared memory)",
+		ipc.key, Truncate(ipc.value), c.rule, FormatSize(c.max))
+}
+
+// sysvLimits are a new IPC namespace's System V shared memory limits, and
+// which of them its client set.
+type sysvLimits struct {
+	shmMax, shmAll         uint64
+	hasMax, hasAll, hasMni bool
+}
+
+// clientLimits judges the client's values, by the sysctl they name; each
+// is judged alone.
+func (c sysvCheck) clientLimits(sysctl map[string]string, keys []string) (sysvLimits, error) {
+	var l sysvLimits
 	for i, k := range keys {
-		name, v := sysctlName(k), s.Linux.Sysctl[k]
-		for _, first := range keys[:i] {
-			if sysctlName(first) == name {
-				return reject(in.ID, in.Request, "linux.sysctl."+k, v, "names the same sysctl as linux.sysctl.%s, and runc writes the two in no set order", first)
-			}
+		name, v := sysctlName(k), sysctl[k]
+		if err := c.distinct(keys[:i], k, v); err != nil {
+			return l, err
 		}
 		switch name {
 		case SysctlShmMax, SysctlShmAll, SysctlShmMni:
@@ -156,53 +204,93 @@ func limitSysV(s *specs.Spec, in Input, ipc cause) error {
 		}
 		n, ok := parseSysctlUint(v)
 		if !ok {
-			return reject(in.ID, in.Request, "linux.sysctl."+k, v, "not a plain unsigned decimal number, which nsiso needs to hold it to %s=%s", rule, FormatSize(max))
+			return l, c.reject(k, v, "not a plain unsigned decimal number, which nsiso needs to hold it to %s=%s", c.rule, FormatSize(c.max))
 		}
-		switch name {
-		case SysctlShmMax:
-			if n > uint64(max) {
-				return reject(in.ID, in.Request, "linux.sysctl."+k, v, "a System V segment of %s is over %s=%s", formatUint(n), rule, FormatSize(max))
-			}
-			shmMax, hasMax = n, true
-		case SysctlShmAll:
-			if n > uint64(max/page) {
-				return reject(in.ID, in.Request, "linux.sysctl."+k, v, "%s pages of %d bytes of System V shared memory are over %s=%s", strconv.FormatUint(n, 10), page, rule, FormatSize(max))
-			}
-			shmAll, hasAll = n, true
-		case SysctlShmMni:
-			if n > MaxShmMni {
-				return reject(in.ID, in.Request, "linux.sysctl."+k, v, "more System V segments than the %d (the kernel's IPCMNI) nsiso allows an IPC namespace under %s=%s", MaxShmMni, rule, FormatSize(max))
-			}
-			hasMni = true
+		if err := c.within(name, k, v, n); err != nil {
+			return l, err
 		}
+		l.set(name, n)
 	}
-	if !hasAll {
-		// Enough pages for the budget, and for one segment as large as the
-		// client's kernel.shmmax, which asks for that much.
-		b := uint64(sysvBudget(in.Request, in.Policy, max))
-		if hasMax && shmMax > b {
-			b = shmMax
+	return l, nil
+}
+
+// distinct refuses key when an earlier key names the same sysctl: runc
+// writes the two in no set order.
+func (c sysvCheck) distinct(earlier []string, key, v string) error {
+	name := sysctlName(key)
+	for _, first := range earlier {
+		if sysctlName(first) == name {
+			return c.reject(key, v, "names the same sysctl as linux.sysctl.%s, and runc writes the two in no set order", first)
 		}
-		shmAll = min((b+uint64(page)-1)/uint64(page), uint64(max/page))
-	}
-	if !hasMax {
-		shmMax = shmAll * uint64(page)
-	}
-	if s.Linux.Sysctl == nil {
-		s.Linux.Sysctl = make(map[string]string, 3)
-	}
-	// A value the client gave stays under the key it gave it (maybe
-	// "kernel/shmmax"): a second spelling would be written in no set order.
-	if !hasMax {
-		s.Linux.Sysctl[SysctlShmMax] = strconv.FormatUint(shmMax, 10)
-	}
-	if !hasAll {
-		s.Linux.Sysctl[SysctlShmAll] = strconv.FormatUint(shmAll, 10)
-	}
-	if !hasMni {
-		s.Linux.Sysctl[SysctlShmMni] = defaultShmMni
 	}
 	return nil
+}
+
+// within refuses a limit n, set under key as sysctl name, that is over the
+// node's cap.
+func (c sysvCheck) within(name, key, v string, n uint64) error {
+	switch name {
+	case SysctlShmMax:
+		if n > uint64(c.max) {
+			return c.reject(key, v, "a System V segment of %s is over %s=%s", formatUint(n), c.rule, FormatSize(c.max))
+		}
+	case SysctlShmAll:
+		if n > uint64(c.max/c.page) {
+			return c.reject(key, v, "%s pages of %d bytes of System V shared memory are over %s=%s", strconv.FormatUint(n, 10), c.page, c.rule, FormatSize(c.max))
+		}
+	case SysctlShmMni:
+		if n > MaxShmMni {
+			return c.reject(key, v, "more System V segments than the %d (the kernel's IPCMNI) nsiso allows an IPC namespace under %s=%s", MaxShmMni, c.rule, FormatSize(c.max))
+		}
+	}
+	return nil
+}
+
+// set records the client's value n of sysctl name.
+func (l *sysvLimits) set(name string, n uint64) {
+	switch name {
+	case SysctlShmMax:
+		l.shmMax, l.hasMax = n, true
+	case SysctlShmAll:
+		l.shmAll, l.hasAll = n, true
+	case SysctlShmMni:
+		l.hasMni = true
+	}
+}
+
+// fill derives the limits the client did not set from the namespace's
+// budget, in pages of page bytes, never over max.
+func (l *sysvLimits) fill(budget, page, max int64) {
+	if !l.hasAll {
+		// Enough pages for the budget, and for one segment as large as the
+		// client's kernel.shmmax, which asks for that much.
+		b := uint64(budget)
+		if l.hasMax && l.shmMax > b {
+			b = l.shmMax
+		}
+		l.shmAll = min((b+uint64(page)-1)/uint64(page), uint64(max/page))
+	}
+	if !l.hasMax {
+		l.shmMax = l.shmAll * uint64(page)
+	}
+}
+
+// write puts the limits the client did not set into the spec. A value the
+// client gave stays under the key it gave it (maybe "kernel/shmmax"): a
+// second spelling would be written in no set order.
+func (l sysvLimits) write(lx *specs.Linux) {
+	if lx.Sysctl == nil {
+		lx.Sysctl = make(map[string]string, 3)
+	}
+	if !l.hasMax {
+		lx.Sysctl[SysctlShmMax] = strconv.FormatUint(l.shmMax, 10)
+	}
+	if !l.hasAll {
+		lx.Sysctl[SysctlShmAll] = strconv.FormatUint(l.shmAll, 10)
+	}
+	if !l.hasMni {
+		lx.Sysctl[SysctlShmMni] = defaultShmMni
+	}
 }
 
 // sysvBudget is the System V shared memory a new IPC namespace holds when
