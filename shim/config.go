@@ -113,8 +113,7 @@ func ParseConfig(source string, data []byte) (*Config, error) {
 
 // decodeConfig decodes a document with go-toml, after checkKeys has held
 // it to what Config takes: go-toml alone would match keys in any letter
-// case, read a [table] header named like a key as that key, and (v2.2.4)
-// give some errors no line.
+// case and give some errors no line.
 func decodeConfig(data []byte) (*Config, error) {
 	if err := goTOML(func() error { return checkKeys(data) }); err != nil {
 		return nil, err
@@ -137,7 +136,8 @@ func decodeConfig(data []byte) (*Config, error) {
 }
 
 // goTOML runs f, which calls go-toml, and turns a panic into an error:
-// v2.2.4 panics on some documents (`"\b"=""`, `systemd_cgroup = 1979-05-27`).
+// v2.2.4 panicked on some documents (`"\b"=""`, a date for a boolean), and
+// the shim must never die of a config a client sends.
 func goTOML(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
