@@ -39,14 +39,20 @@ func admit(t *testing.T, p admissionv1.ValidatingAdmissionPolicySpec, user strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	extraAny := map[string]any{}
-	for k, v := range extra {
-		extraAny[k] = v
+	// The API server leaves extra out of userInfo when the token has none
+	// (omitempty), as it does for a legacy Secret token.
+	userInfo := map[string]any{"username": user}
+	if extra != nil {
+		extraAny := map[string]any{}
+		for k, v := range extra {
+			extraAny[k] = v
+		}
+		userInfo["extra"] = extraAny
 	}
 	vars := map[string]any{
 		"object":    asCEL(t, updated),
 		"oldObject": asCEL(t, old),
-		"request":   map[string]any{"userInfo": map[string]any{"username": user, "extra": extraAny}},
+		"request":   map[string]any{"userInfo": userInfo},
 	}
 	eval := func(expr string) bool {
 		ast, iss := env.Compile(expr)
@@ -88,6 +94,13 @@ func TestNodeLabelPolicy(t *testing.T) {
 		t.Fatal("no admission policy")
 	}
 	p := o.policies[0].Spec
+	// Every refusal is of a write the installer may not make: 403, not the
+	// 422 Invalid the API server answers without a reason.
+	for _, v := range p.Validations {
+		if v.Reason == nil || *v.Reason != metav1.StatusReasonForbidden {
+			t.Errorf("validation %q: reason %v, want Forbidden", v.Message, v.Reason)
+		}
+	}
 	in := FindInstaller(t, &o.daemonSets[0], "install")
 	key, value, _ := strings.Cut(in.Options.NodeLabel, "=")
 	installer := "system:serviceaccount:" + in.DaemonSet.Namespace + ":" + in.DaemonSet.Spec.Template.Spec.ServiceAccountName
@@ -122,7 +135,13 @@ func TestNodeLabelPolicy(t *testing.T) {
 		{name: "label a node without labels", user: installer, extra: onNode("node-a"),
 			old: node(func(n *corev1.Node) { n.Labels = nil }), new: node(func(n *corev1.Node) { n.Labels = map[string]string{key: value} })},
 		{name: "label another node", user: installer, extra: onNode("node-b"), old: node(nil), new: node(labelled), denied: "only the node its pod runs on"},
-		{name: "a token without the node name", user: installer, extra: nil, old: node(nil), new: node(labelled), denied: "only the node its pod runs on"},
+		{name: "a token without extra (a legacy Secret token)", user: installer, extra: nil, old: node(nil), new: node(labelled),
+			denied: "does not name the node its pod runs on"},
+		{name: "a token without the node name", user: installer, extra: map[string][]string{"authentication.kubernetes.io/pod-name": {"x"}},
+			old: node(nil), new: node(labelled), denied: "does not name the node its pod runs on"},
+		{name: "a token with two node names", user: installer,
+			extra: map[string][]string{"authentication.kubernetes.io/node-name": {"node-a", "node-b"}},
+			old:   node(nil), new: node(labelled), denied: "does not name the node its pod runs on"},
 		{name: "another value", user: installer, extra: onNode("node-a"), old: node(nil), new: node(func(n *corev1.Node) { n.Labels[key] = "yes" }), denied: "only to"},
 		{name: "change another label", user: installer, extra: onNode("node-a"), old: node(nil),
 			new: node(func(n *corev1.Node) { n.Labels["kubernetes.io/os"] = "windows" }), denied: "only the node label"},

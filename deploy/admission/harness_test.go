@@ -126,6 +126,11 @@ func (m manifests) limitsConfigMap(t *testing.T) *corev1.ConfigMap {
 // the namespaces and the params.
 type apiServer struct {
 	plugin *validating.Plugin
+	// client is what the plugin's informers watch; dynamic is what it reads
+	// a param from when its informer does not hold it (in kube-apiserver
+	// both are the same store).
+	client  *fake.Clientset
+	dynamic *dynamicfake.FakeDynamicClient
 }
 
 // newAPIServer starts the plugin on objects (policies, bindings, namespaces,
@@ -169,11 +174,12 @@ func newAPIServer(t *testing.T, objects ...runtime.Object) *apiServer {
 	if !plugin.WaitForReady() {
 		t.Fatal("the admission plugin did not become ready")
 	}
-	return &apiServer{plugin: plugin}
+	return &apiServer{plugin: plugin, client: client, dynamic: dynamicClient}
 }
 
 // kinds maps the objects the tests admit to their resource.
 var kinds = map[string]schema.GroupVersionResource{
+	"Node":                  corev1.SchemeGroupVersion.WithResource("nodes"),
 	"Pod":                   corev1.SchemeGroupVersion.WithResource("pods"),
 	"ReplicationController": corev1.SchemeGroupVersion.WithResource("replicationcontrollers"),
 	"Deployment":            appsv1.SchemeGroupVersion.WithResource("deployments"),
@@ -184,10 +190,16 @@ var kinds = map[string]schema.GroupVersionResource{
 	"CronJob":               batchv1.SchemeGroupVersion.WithResource("cronjobs"),
 }
 
-// admit runs one request through the plugin as the API server does after
-// it has decoded, defaulted and validated the object: nil is admitted,
-// else the error is what kubectl prints after its own prefix.
+// admit runs one request of the user "tenant" through the plugin as the API
+// server does after it has decoded, defaulted and validated the object: nil
+// is admitted, else the error is what kubectl prints after its own prefix.
 func (s *apiServer) admit(t *testing.T, op admission.Operation, obj, old runtime.Object) error {
+	t.Helper()
+	return s.admitAs(t, &user.DefaultInfo{Name: "tenant"}, op, obj, old)
+}
+
+// admitAs is admit for a request authenticated as who.
+func (s *apiServer) admitAs(t *testing.T, who user.Info, op admission.Operation, obj, old runtime.Object) error {
 	t.Helper()
 	gvks, _, err := scheme.Scheme.ObjectKinds(obj)
 	if err != nil {
@@ -206,8 +218,7 @@ func (s *apiServer) admit(t *testing.T, op admission.Operation, obj, old runtime
 	if op == admission.Update {
 		opts = &metav1.UpdateOptions{}
 	}
-	attrs := admission.NewAttributesRecord(obj, old, gvk, acc.GetNamespace(), acc.GetName(), gvr, "", op, opts, false,
-		&user.DefaultInfo{Name: "tenant"})
+	attrs := admission.NewAttributesRecord(obj, old, gvk, acc.GetNamespace(), acc.GetName(), gvr, "", op, opts, false, who)
 	return s.plugin.Validate(context.Background(), attrs, admission.NewObjectInterfacesFromScheme(scheme.Scheme))
 }
 
