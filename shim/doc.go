@@ -10,8 +10,9 @@
 // runc's. Everything else is runc.v2's behaviour, unchanged.
 //
 // The files: service.go (the task service), manager.go (the shim manager),
-// options.go and config.go (runtime options and nsiso.toml), parent.go
-// (finding and pinning a parent), nspaths.go (holding the namespace files
+// options.go and config.go (runtime options and nsiso.toml), tasks.go
+// (asking containerd for a parent's task), parent.go (finding and pinning
+// a parent), nspaths.go (holding the namespace files
 // a client names), mounts.go (what nsiso mounts, resizes and cleans up),
 // bundle.go (reading and writing config.json).
 package shim
