@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -64,7 +63,7 @@ func holdNamespaces(id string, req specmod.Request, s *specs.Spec, p specmod.Pol
 			h.paths = map[specs.LinuxNamespaceType]string{}
 		}
 		h.paths[n.Type] = n.Path
-		s.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/fd/%s", os.Getpid(), strconv.Itoa(int(f.Fd())))
+		s.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd())
 	}
 	return h, nil
 }

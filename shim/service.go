@@ -57,15 +57,16 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 // Create rewrites the bundle's spec by policy, then lets runc create the
 // container. Whatever fails, nothing nsiso mounted stays behind.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	p, err := s.prepare(ctx, r)
+	defer p.held.close()
 	defer func() {
 		if retErr != nil {
-			if err := cleanupState(r.Bundle, true); err != nil {
+			// The mount table is searched only when nsiso mounted something.
+			if err := cleanupState(r.Bundle, p.mounted); err != nil {
 				log.G(ctx).WithError(err).WithField("id", r.ID).Warn("nsiso: cleanup after failed create")
 			}
 		}
 	}()
-	p, err := s.prepare(ctx, r)
-	defer p.held.close()
 	if err != nil {
 		return nil, toGRPC(ctx, r.ID, err)
 	}
