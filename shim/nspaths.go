@@ -21,18 +21,6 @@ type heldNamespaces struct {
 	paths map[specs.LinuxNamespaceType]string
 }
 
-// judged tells whether the node's rules judge namespaces of type t: only
-// those are held, so that a spec the rules leave alone costs nothing.
-func judged(p specmod.Policy, t specs.LinuxNamespaceType) bool {
-	switch t {
-	case specs.IPCNamespace, specs.MountNamespace:
-		return p.DisallowHostIPC
-	case specs.PIDNamespace:
-		return p.DisallowHostPID
-	}
-	return false
-}
-
 // holdNamespaces opens every namespace path of a judged type in s, as runc
 // would open it (following symlinks), and points the spec at the handle.
 // A path that cannot be opened is left as it is: the rules judge it by
@@ -45,7 +33,7 @@ func holdNamespaces(id string, req specmod.Request, s *specs.Spec, p specmod.Pol
 		return h, nil
 	}
 	for i, n := range s.Linux.Namespaces {
-		if n.Path == "" || !filepath.IsAbs(n.Path) || !judged(p, n.Type) {
+		if n.Path == "" || !filepath.IsAbs(n.Path) || !p.JudgesNamespace(n.Type) {
 			continue
 		}
 		f, err := os.OpenFile(n.Path, unix.O_PATH|unix.O_CLOEXEC, 0)

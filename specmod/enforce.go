@@ -95,6 +95,19 @@ func CheckNamespacePaths(id string, r Request, s *specs.Spec) error {
 	return nil
 }
 
+// JudgesNamespace tells whether the node's rules judge a namespace of type
+// t, as enforce does: the IPC rule judges the IPC and mount namespaces, the
+// PID rule the PID namespace. The shim holds open only the paths judged.
+func (p Policy) JudgesNamespace(t specs.LinuxNamespaceType) bool {
+	switch t {
+	case specs.IPCNamespace, specs.MountNamespace:
+		return p.DisallowHostIPC
+	case specs.PIDNamespace:
+		return p.DisallowHostPID
+	}
+	return false
+}
+
 // enforce checks the final spec, whatever produced it: the node's rules hold
 // for every client (ctr, nerdctl, CRI) and for every chain of parents. Each
 // rule is one function, as in runc's config validation.
