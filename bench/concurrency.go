@@ -20,11 +20,9 @@ const prepParallelism = 4
 type roundResult struct {
 	Runtime string `json:"runtime"`
 	Round   int    `json:"round"`
-	// WallMs runs from the first create to the last delete; the stages
-	// split it at the barriers between them.
-	WallMs     float64            `json:"wall_ms"`
-	StagesMs   map[string]float64 `json:"stages_ms"`
-	Throughput float64            `json:"containers_per_s"`
+	// WallMs runs from the first create to the last delete.
+	WallMs     float64 `json:"wall_ms"`
+	Throughput float64 `json:"containers_per_s"`
 	// CPUMs is the machine's busy CPU time over the wall time, per
 	// container: what limits throughput on a saturated machine. It
 	// misses what containerd does after a delete returns, for either
@@ -51,7 +49,6 @@ type concurrencyResult struct {
 	// Ratios are nsiso's throughput over the stock runc.v2's, round by
 	// round; LibRatios over the same-library runc.v2's.
 	Ratios    []float64 `json:"throughput_ratios"`
-	Ratio     summary   `json:"throughput_ratio"`
 	LibRatios []float64 `json:"throughput_ratios_lib"`
 	// Failures counts failed containers of every round, warm-up included:
 	// any is a bug, whatever the timing.
@@ -82,81 +79,23 @@ func parallel(n, limit int, f func(i int)) {
 // round creates and starts n /bin/true tasks at once, waits for all to
 // exit, then deletes all at once.
 func (e *env) round(ctx context.Context, r rt, n, round int) (roundResult, error) {
-	res := roundResult{Runtime: r.Name, Round: round, StagesMs: map[string]float64{}}
-	cs := make([]client.Container, n)
-	prepErrs := make([]error, n)
-	parallel(n, prepParallelism, func(i int) {
-		cs[i], prepErrs[i] = e.newContainer(ctx, fmt.Sprintf("conc-%s-%d-%d", r.short, round+1, i), r, []string{"/bin/true"})
-	})
-	tasks := make([]client.Task, n)
-	defer parallel(n, prepParallelism, func(i int) {
-		if cs[i] == nil {
-			return
-		}
-		// Best-effort: a leftover does not change this round's numbers,
-		// and the daemon's teardown deletes every task it still has.
-		if err := e.removeTask(cs[i], tasks[i]); err != nil {
-			fmt.Fprintln(os.Stderr, "bench: concurrency:", err)
-		}
-	})
-	for _, err := range prepErrs {
-		if err != nil {
-			return res, err
-		}
+	res := roundResult{Runtime: r.Name, Round: round}
+	b, err := e.newBatch(ctx, r, n, round)
+	defer e.removeBatch(b)
+	if err != nil {
+		return res, err
 	}
-
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	errs := make([]error, n)
-	exits := make([]<-chan client.ExitStatus, n)
 	cpu0, err := cpuBusy()
 	if err != nil {
 		return res, err
 	}
 	t0 := time.Now()
-	parallel(n, 0, func(i int) {
-		t, err := cs[i].NewTask(ctx, cio.NullIO)
-		if err != nil {
-			errs[i] = fmt.Errorf("create task %s: %w", cs[i].ID(), err)
-			return
-		}
-		tasks[i] = t
-		if exits[i], err = t.Wait(ctx); err != nil {
-			errs[i] = fmt.Errorf("wait %s: %w", cs[i].ID(), err)
-			return
-		}
-		if err := t.Start(ctx); err != nil {
-			errs[i] = fmt.Errorf("start %s: %w", cs[i].ID(), err)
-		}
-	})
-	t1 := time.Now()
-	parallel(n, 0, func(i int) {
-		if errs[i] != nil {
-			return
-		}
-		select {
-		case st := <-exits[i]:
-			if err := st.Error(); err != nil {
-				errs[i] = fmt.Errorf("wait %s: %w", cs[i].ID(), err)
-			} else if st.ExitCode() != 0 {
-				errs[i] = fmt.Errorf("%s exited %d", cs[i].ID(), st.ExitCode())
-			}
-		case <-ctx.Done():
-			errs[i] = fmt.Errorf("%s did not exit: %w", cs[i].ID(), ctx.Err())
-		}
-	})
-	t2 := time.Now()
-	parallel(n, 0, func(i int) {
-		if errs[i] != nil || tasks[i] == nil {
-			return
-		}
-		if _, err := tasks[i].Delete(ctx); err != nil {
-			errs[i] = fmt.Errorf("delete task %s: %w", cs[i].ID(), err)
-			return
-		}
-		tasks[i] = nil
-	})
-	t3 := time.Now()
+	b.createAndStart(ctx)
+	b.waitExits(ctx)
+	b.deleteTasks(ctx)
+	wall := time.Since(t0)
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
@@ -165,13 +104,9 @@ func (e *env) round(ctx context.Context, r rt, n, round int) (roundResult, error
 		return res, err
 	}
 	res.CPUMs = ms(cpu1-cpu0) / float64(n)
-
-	res.WallMs = ms(t3.Sub(t0))
-	res.StagesMs["create+start"] = ms(t1.Sub(t0))
-	res.StagesMs["exit"] = ms(t2.Sub(t1))
-	res.StagesMs["delete"] = ms(t3.Sub(t2))
-	res.Throughput = float64(n) / t3.Sub(t0).Seconds()
-	for _, err := range errs {
+	res.WallMs = ms(wall)
+	res.Throughput = float64(n) / wall.Seconds()
+	for _, err := range b.errs {
 		if err != nil {
 			res.Failures++
 			if res.FirstFailure == "" {
@@ -180,6 +115,99 @@ func (e *env) round(ctx context.Context, r rt, n, round int) (roundResult, error
 		}
 	}
 	return res, nil
+}
+
+// batch is one round's containers, their tasks, and what went wrong with
+// each.
+type batch struct {
+	cs    []client.Container
+	tasks []client.Task
+	exits []<-chan client.ExitStatus
+	errs  []error
+}
+
+// newBatch makes the n container records of a round, a few at a time,
+// outside the timed part. On error the batch holds those made.
+func (e *env) newBatch(ctx context.Context, r rt, n, round int) (*batch, error) {
+	b := &batch{cs: make([]client.Container, n), tasks: make([]client.Task, n),
+		exits: make([]<-chan client.ExitStatus, n), errs: make([]error, n)}
+	prepErrs := make([]error, n)
+	parallel(n, prepParallelism, func(i int) {
+		b.cs[i], prepErrs[i] = e.newContainer(ctx, fmt.Sprintf("conc-%s-%d-%d", r.short, round+1, i), r, []string{"/bin/true"})
+	})
+	for _, err := range prepErrs {
+		if err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// removeBatch removes the tasks and records of b still there. Best-effort:
+// a leftover does not change the round's numbers, and the daemon's
+// teardown deletes every task it still has.
+func (e *env) removeBatch(b *batch) {
+	parallel(len(b.cs), prepParallelism, func(i int) {
+		if b.cs[i] == nil {
+			return
+		}
+		if err := e.removeTask(b.cs[i], b.tasks[i]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: concurrency:", err)
+		}
+	})
+}
+
+// createAndStart creates and starts every task at once.
+func (b *batch) createAndStart(ctx context.Context) {
+	parallel(len(b.cs), 0, func(i int) {
+		t, err := b.cs[i].NewTask(ctx, cio.NullIO)
+		if err != nil {
+			b.errs[i] = fmt.Errorf("create task %s: %w", b.cs[i].ID(), err)
+			return
+		}
+		b.tasks[i] = t
+		if b.exits[i], err = t.Wait(ctx); err != nil {
+			b.errs[i] = fmt.Errorf("wait %s: %w", b.cs[i].ID(), err)
+			return
+		}
+		if err := t.Start(ctx); err != nil {
+			b.errs[i] = fmt.Errorf("start %s: %w", b.cs[i].ID(), err)
+		}
+	})
+}
+
+// waitExits waits for every started task to exit, and fails those that
+// exited with an error.
+func (b *batch) waitExits(ctx context.Context) {
+	parallel(len(b.cs), 0, func(i int) {
+		if b.errs[i] != nil {
+			return
+		}
+		select {
+		case st := <-b.exits[i]:
+			if err := st.Error(); err != nil {
+				b.errs[i] = fmt.Errorf("wait %s: %w", b.cs[i].ID(), err)
+			} else if st.ExitCode() != 0 {
+				b.errs[i] = fmt.Errorf("%s exited %d", b.cs[i].ID(), st.ExitCode())
+			}
+		case <-ctx.Done():
+			b.errs[i] = fmt.Errorf("%s did not exit: %w", b.cs[i].ID(), ctx.Err())
+		}
+	})
+}
+
+// deleteTasks deletes every task that exited well at once.
+func (b *batch) deleteTasks(ctx context.Context) {
+	parallel(len(b.cs), 0, func(i int) {
+		if b.errs[i] != nil || b.tasks[i] == nil {
+			return
+		}
+		if _, err := b.tasks[i].Delete(ctx); err != nil {
+			b.errs[i] = fmt.Errorf("delete task %s: %w", b.cs[i].ID(), err)
+			return
+		}
+		b.tasks[i] = nil
+	})
 }
 
 // benchConcurrency is benchmark 3: rounds of n concurrent containers,
@@ -232,7 +260,6 @@ func (e *env) benchConcurrency(ctx context.Context, n, rounds int, warmup bool) 
 		res.Sides = append(res.Sides, side)
 	}
 	res.Ratios = ratios(thr[0], thr[1])
-	res.Ratio = summarize(res.Ratios)
 	res.LibRatios = ratios(thr[0], thr[2])
 	return res, nil
 }

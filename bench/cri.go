@@ -63,36 +63,10 @@ type criEnv struct {
 // a pause image and an application image, and subscribes to container
 // events (so that a container's exit is seen when containerd sees it).
 func startCRI(ctx context.Context, s criSetup) (_ *criEnv, retErr error) {
-	dir, err := os.MkdirTemp("", "nsc-")
+	dir, cfg, err := makeCRIDir(s.scratch)
 	if err != nil {
 		return nil, err
 	}
-	runcRoot := filepath.Join(dir, "runc")
-	if err := os.MkdirAll(runcRoot, 0o711); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	policy := filepath.Join(s.scratch, "cri-nsiso.toml")
-	if err := os.WriteFile(policy, fmt.Appendf(nil, "root = %q\n", runcRoot), 0o644); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	// As examples/containerd/config.toml has it, with the policy file and
-	// runc root pointed into this daemon.
-	cfg := fmt.Sprintf(`
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nsiso]
-  runtime_type = "io.containerd.nsiso.v1"
-  pod_annotations = ["nsiso/*"]
-  container_annotations = ["nsiso/*"]
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nsiso.options]
-    ConfigPath = %q
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-  Root = %q
-[plugins."io.containerd.cri.v1.runtime"]
-  restrict_oom_score_adj = true
-[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = %q
-`, policy, runcRoot, criPauseImage)
 	ctd, err := testenv.StartContainerd(ctx, testenv.Options{
 		Binary:      s.deps.Containerd,
 		Dir:         dir,
@@ -112,29 +86,83 @@ func startCRI(ctx context.Context, s criSetup) (_ *criEnv, retErr error) {
 			c.close()
 		}
 	}()
-	nctx, err := ctd.Namespace(ctx, criNamespace)
-	if err != nil {
+	if err := importCRIImages(ctx, ctd, s); err != nil {
 		return nil, err
-	}
-	for ref, cmd := range map[string][]string{criAppImage: {"/bin/true"}, criPauseImage: {"/bin/sleep", "2147483647"}} {
-		var buf bytes.Buffer
-		if err := testenv.BuildBusyboxImageWithCmd(ctx, s.deps.Busybox, nil, ref, cmd, &buf); err != nil {
-			return nil, err
-		}
-		p := filepath.Join(s.scratch, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
-		if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
-			return nil, err
-		}
-		if _, err := testenv.ImportImage(nctx, ctd.Client(), p); err != nil {
-			return nil, err
-		}
 	}
 	if c.conn, err = grpc.NewClient("unix://"+ctd.Address(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		return nil, err
 	}
 	c.rt = runtimeapi.NewRuntimeServiceClient(c.conn)
-	img := runtimeapi.NewImageServiceClient(c.conn)
-	// CRI learns of imported images from containerd's events.
+	if err := waitForCRIImages(ctx, runtimeapi.NewImageServiceClient(c.conn)); err != nil {
+		return nil, err
+	}
+	if err := c.subscribe(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// makeCRIDir makes the CRI daemon's directory, with runc's root inside,
+// and nsiso's policy file in scratch; it returns the directory and the
+// daemon's configuration. On error nothing of it is left.
+func makeCRIDir(scratch string) (dir, cfg string, err error) {
+	if dir, err = os.MkdirTemp("", "nsc-"); err != nil {
+		return "", "", err
+	}
+	runcRoot := filepath.Join(dir, "runc")
+	policy := filepath.Join(scratch, "cri-nsiso.toml")
+	err = os.MkdirAll(runcRoot, 0o711)
+	if err == nil {
+		err = os.WriteFile(policy, fmt.Appendf(nil, "root = %q\n", runcRoot), 0o644)
+	}
+	if err != nil {
+		return "", "", errors.Join(err, os.RemoveAll(dir))
+	}
+	// As examples/containerd/config.toml has it, with the policy file and
+	// runc root pointed into this daemon.
+	cfg = fmt.Sprintf(`
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nsiso]
+  runtime_type = "io.containerd.nsiso.v1"
+  pod_annotations = ["nsiso/*"]
+  container_annotations = ["nsiso/*"]
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nsiso.options]
+    ConfigPath = %q
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+  Root = %q
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = %q
+`, policy, runcRoot, criPauseImage)
+	return dir, cfg, nil
+}
+
+// importCRIImages builds the application and pause images and imports
+// them into CRI's namespace.
+func importCRIImages(ctx context.Context, ctd *testenv.Containerd, s criSetup) error {
+	nctx, err := ctd.Namespace(ctx, criNamespace)
+	if err != nil {
+		return err
+	}
+	for ref, cmd := range map[string][]string{criAppImage: {"/bin/true"}, criPauseImage: {"/bin/sleep", "2147483647"}} {
+		var buf bytes.Buffer
+		if err := testenv.BuildBusyboxImageWithCmd(ctx, s.deps.Busybox, nil, ref, cmd, &buf); err != nil {
+			return err
+		}
+		p := filepath.Join(s.scratch, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
+		if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+			return err
+		}
+		if _, err := testenv.ImportImage(nctx, ctd.Client(), p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitForCRIImages waits until CRI sees both images: it learns of
+// imported images from containerd's events.
+func waitForCRIImages(ctx context.Context, img runtimeapi.ImageServiceClient) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, ref := range []string{criAppImage, criPauseImage} {
 		for {
@@ -143,15 +171,12 @@ func startCRI(ctx context.Context, s criSetup) (_ *criEnv, retErr error) {
 				break
 			}
 			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("CRI does not see image %s (%v)", ref, err)
+				return fmt.Errorf("CRI does not see image %s (%v)", ref, err)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	if err := c.subscribe(ctx); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return nil
 }
 
 // subscribe reads CRI's container events and closes a container's stopped

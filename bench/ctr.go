@@ -3,12 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/containerd/containerd/v2/pkg/oci"
 
 	"github.com/nsiso/nsiso/specmod"
 )
@@ -54,32 +51,18 @@ var ctrModes = []ctrMode{
 		Name: "child",
 		What: "a child sharing a running parent's IPC and PID namespaces: nsiso/parent with share-parent, runc.v2 with --with-ns /proc/<pid>/ns/*",
 		setup: func(ctx context.Context, e *env) ([3][]string, func() error, error) {
-			np, err := e.startSleeper(ctx, "ctr-parent-ns", e.nsiso, oci.WithAnnotations(map[string]string{
-				specmod.AnnotationIPCMode: string(specmod.ModePrivate),
-				specmod.AnnotationPIDMode: string(specmod.ModePrivate),
-			}))
+			p, err := e.startParents(ctx, "ctr-parent")
 			if err != nil {
 				return [3][]string{}, nil, err
 			}
-			rp, err := e.startSleeper(ctx, "ctr-parent-rc", e.stock)
-			if err != nil {
-				return [3][]string{}, nil, errors.Join(err, e.stopSleeper(np))
-			}
-			proc := fmt.Sprintf("/proc/%d/ns/", rp.t.Pid())
-			runc := []string{"--with-ns", "ipc:" + proc + "ipc", "--with-ns", "pid:" + proc + "pid"}
+			ns := p.runcNS()
+			runc := []string{"--with-ns", "ipc:" + ns + "ipc", "--with-ns", "pid:" + ns + "pid"}
 			nsiso := []string{
-				"--annotation", specmod.AnnotationParent + "=" + np.c.ID(),
+				"--annotation", specmod.AnnotationParent + "=" + p.nsiso.c.ID(),
 				"--annotation", specmod.AnnotationIPCMode + "=share-parent",
 				"--annotation", specmod.AnnotationPIDMode + "=share-parent",
 			}
-			stop := func() error {
-				err := e.stopSleeper(np)
-				if rerr := e.stopSleeper(rp); err == nil {
-					err = rerr
-				}
-				return err
-			}
-			return [3][]string{nsiso, runc, runc}, stop, nil
+			return [3][]string{nsiso, runc, runc}, func() error { return e.stopParents(p) }, nil
 		},
 	},
 }
@@ -137,11 +120,7 @@ func (e *env) benchCtrMode(ctx context.Context, m ctrMode, n, warmup int) (_ *pa
 		}
 	}()
 	rts := e.runtimes()
-	names := make([]string, len(rts))
-	for i, r := range rts {
-		names[i] = r.Name
-	}
-	return runPaired(ctx, "ctr "+m.Name, "`ctr run --rm IMAGE ID /bin/true`, the whole process: "+m.What, nil, names, n, warmup,
+	return runPaired(ctx, "ctr "+m.Name, "`ctr run --rm IMAGE ID /bin/true`, the whole process: "+m.What, nil, e.names(), n, warmup,
 		func(ctx context.Context, side, round int) (stageSample, error) {
 			r := rts[side]
 			d, err := e.ctrRun(ctx, r, fmt.Sprintf("ctr-%s-%s-%d", m.Name, r.short, round), args[side])

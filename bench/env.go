@@ -73,6 +73,9 @@ type env struct {
 // runtimes are the sides of every comparison, nsiso first.
 func (e *env) runtimes() []rt { return []rt{e.nsiso, e.stock, e.lib} }
 
+// names are the runtimes' names, in the same order.
+func (e *env) names() []string { return []string{e.nsiso.Name, e.stock.Name, e.lib.Name} }
+
 // goTool finds the go command: $GO, then PATH, then the standard install
 // location, since sudo often resets PATH.
 func goTool() (string, error) {
@@ -260,12 +263,6 @@ func hasArg(argv []string, flag, value string) bool {
 		}
 	}
 	return false
-}
-
-// procStatusKB reads a "Key:   123 kB" line of /proc/<pid>/status or
-// smaps_rollup.
-func procStatusKB(pid int, file, key string) (int64, error) {
-	return procfs.ReadKB(pid, file, key)
 }
 
 // verifyShims starts one sleeper per runtime and records the executable

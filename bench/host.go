@@ -28,13 +28,12 @@ const containerdModule = "github.com/containerd/containerd/v2"
 // hostFacts describes the machine and software a result was measured on,
 // so two results can be told apart before their numbers are compared.
 type hostFacts struct {
-	Date        string `json:"date"`
-	Kernel      string `json:"kernel"`
-	KernelBuild string `json:"kernel_build,omitempty"`
-	CPUs        int    `json:"cpus"`
-	CPUModel    string `json:"cpu_model,omitempty"`
-	MemTotalKB  int64  `json:"mem_total_kb,omitempty"`
-	Cgroup      string `json:"cgroup"`
+	Date       string `json:"date"`
+	Kernel     string `json:"kernel"`
+	CPUs       int    `json:"cpus"`
+	CPUModel   string `json:"cpu_model,omitempty"`
+	MemTotalKB int64  `json:"mem_total_kb,omitempty"`
+	Cgroup     string `json:"cgroup"`
 	// StateFS is the file system type of containerd's state directory,
 	// which holds the bundles whose config.json the shims rewrite.
 	StateFS    string `json:"state_fs,omitempty"`
@@ -85,7 +84,6 @@ func collectHostFacts() hostFacts {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err == nil {
 		h.Kernel = unix.ByteSliceToString(u.Release[:])
-		h.KernelBuild = unix.ByteSliceToString(u.Version[:])
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		h.Cgroup = "v2"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -74,12 +75,9 @@ func (e *env) life(ctx context.Context, id string, r rt, extra ...oci.SpecOpts) 
 
 // lifePaired runs paired lifecycles, one per runtime per round, each
 // runtime's containers with its own spec options.
-func (e *env) lifePaired(ctx context.Context, name, what string, n, warmup int, rts []rt, opts [][]oci.SpecOpts) (*pairedResult, error) {
-	names := make([]string, len(rts))
-	for i, r := range rts {
-		names[i] = r.Name
-	}
-	return runPaired(ctx, name, what, stageNames, names, n, warmup, func(ctx context.Context, side, round int) (stageSample, error) {
+func (e *env) lifePaired(ctx context.Context, name, what string, n, warmup int, opts [][]oci.SpecOpts) (*pairedResult, error) {
+	rts := e.runtimes()
+	return runPaired(ctx, name, what, stageNames, e.names(), n, warmup, func(ctx context.Context, side, round int) (stageSample, error) {
 		r := rts[side]
 		return e.life(ctx, fmt.Sprintf("%s-%s-%d", name, r.short, round), r, opts[side]...)
 	})
@@ -89,46 +87,66 @@ func (e *env) lifePaired(ctx context.Context, name, what string, n, warmup int, 
 // client's default spec.
 func (e *env) benchLifecycle(ctx context.Context, n, warmup int) (*pairedResult, error) {
 	return e.lifePaired(ctx, "lifecycle", "create+start+exit+delete of a top-level /bin/true task (Go client)", n, warmup,
-		e.runtimes(), make([][]oci.SpecOpts, 3))
+		make([][]oci.SpecOpts, 3))
 }
 
 // benchChild is benchmark 2: /bin/true children joining a long-running
 // parent's IPC and PID namespaces. nsiso's child names its parent by
 // annotation (parent lookup, pidfd, three pins, /dev/shm bind); runc.v2's
 // children name the namespace files themselves, as a client without nsiso
-// would. nsiso's parent is a private nsiso container (an nsiso child needs
-// a parent whose /dev/shm lives on the host); both runc.v2 shims' children
-// join one runc.v2 parent.
+// would (see parents).
 func (e *env) benchChild(ctx context.Context, n, warmup int) (_ *pairedResult, retErr error) {
-	stop := func(s *sleeper) {
-		if err := e.stopSleeper(s); err != nil && retErr == nil {
+	p, err := e.startParents(ctx, "child-parent")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := e.stopParents(p); err != nil && retErr == nil {
 			retErr = err
 		}
+	}()
+	nsisoChild := []oci.SpecOpts{oci.WithAnnotations(map[string]string{
+		specmod.AnnotationIPCMode: string(specmod.ModeShareParent),
+		specmod.AnnotationPIDMode: string(specmod.ModeShareParent),
+		specmod.AnnotationParent:  p.nsiso.c.ID(),
+	})}
+	ns := p.runcNS()
+	runcChild := []oci.SpecOpts{
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.IPCNamespace, Path: ns + "ipc"}),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: ns + "pid"}),
 	}
-	np, err := e.startSleeper(ctx, "child-parent-ns", e.nsiso, oci.WithAnnotations(map[string]string{
+	return e.lifePaired(ctx, "child", "the same for a child sharing a running parent's IPC and PID namespaces (Go client)", n, warmup,
+		[][]oci.SpecOpts{nsisoChild, runcChild, runcChild})
+}
+
+// parents are the running parents of the child modes: a private nsiso
+// container (an nsiso child needs a parent whose /dev/shm lives on the
+// host), and a runc.v2 container whose namespaces both runc.v2 shims'
+// children join by path.
+type parents struct {
+	nsiso, runc *sleeper
+}
+
+// startParents starts both parents, their IDs beginning with prefix.
+func (e *env) startParents(ctx context.Context, prefix string) (parents, error) {
+	np, err := e.startSleeper(ctx, prefix+"-ns", e.nsiso, oci.WithAnnotations(map[string]string{
 		specmod.AnnotationIPCMode: string(specmod.ModePrivate),
 		specmod.AnnotationPIDMode: string(specmod.ModePrivate),
 	}))
 	if err != nil {
-		return nil, err
+		return parents{}, err
 	}
-	defer stop(np)
-	rp, err := e.startSleeper(ctx, "child-parent-rc", e.stock)
+	rp, err := e.startSleeper(ctx, prefix+"-rc", e.stock)
 	if err != nil {
-		return nil, err
+		return parents{}, errors.Join(err, e.stopSleeper(np))
 	}
-	defer stop(rp)
-
-	nsisoChild := []oci.SpecOpts{oci.WithAnnotations(map[string]string{
-		specmod.AnnotationIPCMode: string(specmod.ModeShareParent),
-		specmod.AnnotationPIDMode: string(specmod.ModeShareParent),
-		specmod.AnnotationParent:  np.c.ID(),
-	})}
-	proc := fmt.Sprintf("/proc/%d/ns/", rp.t.Pid())
-	runcChild := []oci.SpecOpts{
-		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.IPCNamespace, Path: proc + "ipc"}),
-		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: proc + "pid"}),
-	}
-	return e.lifePaired(ctx, "child", "the same for a child sharing a running parent's IPC and PID namespaces (Go client)", n, warmup,
-		e.runtimes(), [][]oci.SpecOpts{nsisoChild, runcChild, runcChild})
+	return parents{nsiso: np, runc: rp}, nil
 }
+
+// stopParents removes both parents.
+func (e *env) stopParents(p parents) error {
+	return errors.Join(e.stopSleeper(p.nsiso), e.stopSleeper(p.runc))
+}
+
+// runcNS is the /proc directory of the runc.v2 parent's namespaces.
+func (p parents) runcNS() string { return fmt.Sprintf("/proc/%d/ns/", p.runc.t.Pid()) }

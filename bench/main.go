@@ -50,14 +50,14 @@ import (
 	"github.com/nsiso/nsiso/testenv"
 )
 
-// phases are the benchmarks -skip and -only can name, in the order they
-// run.
+// phases are the benchmarks -only can name, in the order they run.
 var phases = []string{"startup", "ctr", "trace", "lifecycle", "child", "cri", "node", "concurrency", "memory"}
 
+// options are the command line's settings.
 type options struct {
 	n, warmup, concurrency, rounds, memContainers int
 	startupN, traceN, criN, nodeN, nodePods       int
-	out, micro, runcShim, debugLog                string
+	out, micro, runcShim                          string
 	skip                                          []string
 	check, stateTmpfs                             bool
 }
@@ -65,9 +65,35 @@ type options struct {
 // runs tells whether benchmark name is to run.
 func (o options) runs(name string) bool { return !slices.Contains(o.skip, name) }
 
+// parseFlags reads the command line into options.
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	only := o.define(fs)
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := o.validSizes(); err != nil {
+		return o, err
+	}
+	if err := o.skipAllBut(*only); err != nil {
+		return o, err
+	}
+	if o.out == "" {
+		root, err := testenv.RepoRoot()
+		if err != nil {
+			return o, err
+		}
+		o.out = filepath.Join(root, "_output", "bench", "result.json")
+	}
+	return o, nil
+}
+
+// define registers the flags on fs and returns -only's value.
+func (o *options) define(fs *flag.FlagSet) *string {
 	fs.IntVar(&o.n, "n", 50, "ctr, lifecycle and child: timed containers per runtime and mode")
 	fs.IntVar(&o.warmup, "warmup", 3, "ctr, lifecycle, child, cri and node: untimed rounds first; concurrency: one untimed round per runtime first unless 0")
 	fs.IntVar(&o.startupN, "startup-n", 200, "startup: `-v` runs per shim binary")
@@ -79,61 +105,47 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 3, "concurrency: rounds per runtime")
 	fs.IntVar(&o.memContainers, "mem-containers", 10, "memory: long-running containers per runtime")
 	fs.StringVar(&o.out, "out", "", "JSON result `path` (default <repo>/_output/bench/result.json)")
-	skip := fs.String("skip", "", "comma-separated benchmarks to skip: "+strings.Join(phases, ","))
-	only := fs.String("only", "", "comma-separated benchmarks to run, skipping the others")
 	fs.StringVar(&o.micro, "micro", "", "`file` holding `go test -bench -benchmem` output of specmod and shim, to include")
 	fs.StringVar(&o.runcShim, "runc-shim", "", "containerd-shim-runc-v2 `binary` to compare with (default: build one from this module's containerd version)")
-	fs.StringVar(&o.debugLog, "debug-log", "", "run containerd and the shims at debug level and keep the daemon log at `path`")
 	fs.BoolVar(&o.stateTmpfs, "state-tmpfs", false, "keep containerd's state (the bundles) and runc's root on a tmpfs, as on hosts whose /run is one")
 	fs.BoolVar(&o.check, "check", false, "exit 1 when a target is missed")
-	if err := fs.Parse(args); err != nil {
-		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
+	return fs.String("only", "", "comma-separated benchmarks to run, skipping the others: "+strings.Join(phases, ","))
+}
+
+// validSizes checks that every count is at least 1 and -warmup at least 0.
+func (o options) validSizes() error {
 	if o.n < 1 || o.concurrency < 1 || o.rounds < 1 || o.memContainers < 1 || o.startupN < 1 || o.traceN < 1 || o.criN < 1 || o.nodeN < 1 || o.nodePods < 1 || o.warmup < 0 {
-		return o, errors.New("-n, -startup-n, -trace-n, -cri-n, -node-n, -node-pods, -concurrency, -rounds and -mem-containers must be at least 1, -warmup at least 0")
+		return errors.New("-n, -startup-n, -trace-n, -cri-n, -node-n, -node-pods, -concurrency, -rounds and -mem-containers must be at least 1, -warmup at least 0")
 	}
-	list := func(flag, v string) ([]string, error) {
-		var out []string
-		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s == "" {
-				continue
-			}
-			if !slices.Contains(phases, s) {
-				return nil, fmt.Errorf("%s: unknown benchmark %q (known: %s)", flag, s, strings.Join(phases, ", "))
-			}
-			out = append(out, s)
+	return nil
+}
+
+// skipAllBut skips every benchmark not named in the comma-separated list
+// only; an empty list runs them all.
+func (o *options) skipAllBut(only string) error {
+	var keep []string
+	for _, s := range strings.Split(only, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
 		}
-		return out, nil
-	}
-	var err error
-	if o.skip, err = list("-skip", *skip); err != nil {
-		return o, err
-	}
-	onlyList, err := list("-only", *only)
-	if err != nil {
-		return o, err
-	}
-	if len(onlyList) > 0 {
-		if len(o.skip) > 0 {
-			return o, errors.New("-skip and -only exclude each other")
+		if !slices.Contains(phases, s) {
+			return fmt.Errorf("-only: unknown benchmark %q (known: %s)", s, strings.Join(phases, ", "))
 		}
-		for _, p := range phases {
-			if !slices.Contains(onlyList, p) {
-				o.skip = append(o.skip, p)
-			}
+		keep = append(keep, s)
+	}
+	for _, p := range phases {
+		if len(keep) > 0 && !slices.Contains(keep, p) {
+			o.skip = append(o.skip, p)
 		}
 	}
-	if o.out == "" {
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			return o, err
-		}
-		o.out = filepath.Join(root, "_output", "bench", "result.json")
-	}
-	return o, nil
+	return nil
+}
+
+// params are the options as the result records them.
+func (o options) params() params {
+	return params{N: o.n, Warmup: o.warmup, Concurrency: o.concurrency, Rounds: o.rounds,
+		MemContainers: o.memContainers, StateTmpfs: o.stateTmpfs, Skip: o.skip,
+		StartupN: o.startupN, TraceN: o.traceN, CRIN: o.criN, NodeN: o.nodeN, NodePods: o.nodePods}
 }
 
 func main() {
@@ -153,14 +165,26 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "bench: run as root: containerd, runc and mounts need it")
 		return 1
 	}
+	ctx, interrupted, stop := cancelOnSignal()
+	defer stop()
+	res := measureAll(ctx, o)
+	printReport(os.Stdout, res)
+	if err := writeJSON(o.out, res); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	fmt.Printf("\nresult: %s (%.0f s)\n", o.out, res.Duration)
+	return exitCode(o, res, interrupted.Load())
+}
 
+// cancelOnSignal returns a context that SIGINT, SIGTERM and SIGHUP cancel,
+// whether one came, and a function that releases the handler. The handler
+// stays installed after the first signal: a second Ctrl-C must not kill
+// the process halfway through removing what it started.
+func cancelOnSignal() (context.Context, *atomic.Bool, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// Keep the handler installed after the first signal: a second Ctrl-C
-	// must not kill the process halfway through removing what it started.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	var interrupted atomic.Bool
 	go func() {
 		for s := range sigs {
@@ -169,26 +193,21 @@ func run(args []string) int {
 			cancel()
 		}
 	}()
-
-	start := time.Now()
-	res := &result{
-		Host: collectHostFacts(),
-		Params: params{N: o.n, Warmup: o.warmup, Concurrency: o.concurrency, Rounds: o.rounds,
-			MemContainers: o.memContainers, StateTmpfs: o.stateTmpfs, Skip: o.skip,
-			StartupN: o.startupN, TraceN: o.traceN, CRIN: o.criN, NodeN: o.nodeN, NodePods: o.nodePods},
+	return ctx, &interrupted, func() {
+		signal.Stop(sigs)
+		cancel()
 	}
+}
+
+// measureAll runs the benchmarks, reads the micro-benchmarks' output and
+// judges the targets; any error is in the result.
+func measureAll(ctx context.Context, o options) *result {
+	start := time.Now()
+	res := &result{Host: collectHostFacts(), Params: o.params()}
 	if err := measure(ctx, o, res); err != nil {
 		res.Error = err.Error()
 	}
 	res.Duration = time.Since(start).Seconds()
-	if o.debugLog != "" {
-		times, err := prepareInSitu(o.debugLog)
-		if err != nil {
-			res.Error = strings.TrimPrefix(res.Error+"; "+err.Error(), "; ")
-		}
-		attachPrepareInSitu(res.Lifecycle, times)
-		attachPrepareInSitu(res.Child, times)
-	}
 	if o.micro != "" {
 		m, err := readMicro(o.micro)
 		if err != nil {
@@ -197,14 +216,14 @@ func run(args []string) int {
 		res.Micro = m
 	}
 	res.evaluate()
-	printReport(os.Stdout, res)
-	if err := writeJSON(o.out, res); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		return 1
-	}
-	fmt.Printf("\nresult: %s (%.0f s)\n", o.out, res.Duration)
+	return res
+}
+
+// exitCode is 130 after a signal, 1 after an error, a failed container or
+// (with -check) a missed target, and 0 otherwise.
+func exitCode(o options, res *result, interrupted bool) int {
 	switch {
-	case interrupted.Load():
+	case interrupted:
 		return 130
 	case res.Error != "":
 		return 1
@@ -262,7 +281,7 @@ func measure(ctx context.Context, o options, res *result) (retErr error) {
 		}
 		return runBenches(ctx, o, e, cri, res)
 	}
-	ctd, err := startDaemon(ctx, o, deps, ctdDir, cfg, pathDirs)
+	ctd, err := startDaemon(ctx, deps, ctdDir, cfg, pathDirs)
 	if err != nil {
 		return err
 	}
@@ -453,21 +472,13 @@ func fillDaemonDir(o options, dir, scratch string) (string, error) {
 
 // startDaemon starts the private containerd in dir. On error dir is
 // removed.
-func startDaemon(ctx context.Context, o options, deps testenv.Deps, dir, cfg string, pathDirs []string) (*testenv.Containerd, error) {
-	opts := testenv.Options{
+func startDaemon(ctx context.Context, deps testenv.Deps, dir, cfg string, pathDirs []string) (*testenv.Containerd, error) {
+	ctd, err := testenv.StartContainerd(ctx, testenv.Options{
 		Binary:      deps.Containerd,
 		Dir:         dir,
 		PathPrepend: pathDirs,
 		Env:         []string{"NSISO_CONFIG=" + cfg},
-	}
-	if o.debugLog != "" {
-		opts.LogLevel = "debug"
-		var err error
-		if opts.LogPath, err = filepath.Abs(o.debugLog); err != nil {
-			return nil, errors.Join(err, removeDaemonDir(dir))
-		}
-	}
-	ctd, err := testenv.StartContainerd(ctx, opts)
+	})
 	if err != nil {
 		// StartContainerd removes its directory unless it failed before
 		// taking charge of it.

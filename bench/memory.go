@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/nsiso/nsiso/internal/procfs"
 )
 
 // memorySettle is how long the shims idle before their memory is read:
@@ -78,11 +80,11 @@ func (e *env) benchMemory(ctx context.Context, n int) (_ *memoryResult, retErr e
 			if err != nil {
 				return nil, err
 			}
-			rssKB, err := procStatusKB(pid, "status", "VmRSS")
+			rssKB, err := procfs.ReadKB(pid, "status", "VmRSS")
 			if err != nil {
 				return nil, err
 			}
-			pssKB, err := procStatusKB(pid, "smaps_rollup", "Pss")
+			pssKB, err := procfs.ReadKB(pid, "smaps_rollup", "Pss")
 			if err != nil {
 				return nil, err
 			}

@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moby/sys/mountinfo"
@@ -37,10 +37,9 @@ type nodeResult struct {
 	Drift float64 `json:"ratio_drift"`
 	// The host's mount table (this process's mountinfo) empty and full,
 	// and how many of the full one's mounts nsiso made.
-	MountsEmpty int      `json:"host_mounts_empty"`
-	MountsFull  int      `json:"host_mounts_full"`
-	NsisoMounts int      `json:"nsiso_mounts_full"`
-	NsisoPoints []string `json:"nsiso_mount_points"`
+	MountsEmpty int `json:"host_mounts_empty"`
+	MountsFull  int `json:"host_mounts_full"`
+	NsisoMounts int `json:"nsiso_mounts_full"`
 	// The shims serving the full node's pods, one per pod.
 	Shims      int     `json:"shims"`
 	ShimRSSMiB float64 `json:"shim_vm_rss_total_mib"`
@@ -104,6 +103,9 @@ func (c *criEnv) addContainer(ctx context.Context, pd pod, name string, ann map[
 	return nil
 }
 
+// benchNode is the node benchmark: one more pod's creation under either
+// handler on an empty node and on one holding pods nsiso pods, with the
+// full node's mounts and shim memory.
 func benchNode(ctx context.Context, s criSetup, pods, n, warmup int) (_ *nodeResult, retErr error) {
 	c, err := startCRI(ctx, s)
 	if err != nil {
@@ -121,51 +123,21 @@ func benchNode(ctx context.Context, s criSetup, pods, n, warmup int) (_ *nodeRes
 	if res.MountsEmpty, _, err = countMounts(); err != nil {
 		return nil, err
 	}
-
-	fmt.Fprintf(os.Stderr, "  node: filling with %d nsiso pods\n", pods)
 	full := make([]pod, pods)
-	errs := make([]error, pods)
-	t0 := time.Now()
 	defer func() {
-		fmt.Fprintf(os.Stderr, "  node: removing %d pods\n", pods)
-		rerrs := make([]error, pods)
-		parallel(pods, fillParallelism, func(i int) {
-			if full[i].id != "" {
-				rerrs[i] = c.removePod(ctx, full[i])
-			}
-		})
-		if err := errors.Join(rerrs...); err != nil && retErr == nil {
+		if err := c.removePods(ctx, full); err != nil && retErr == nil {
 			retErr = err
 		}
 	}()
-	var mu sync.Mutex
-	parallel(pods, fillParallelism, func(i int) {
-		if ctx.Err() != nil {
-			errs[i] = ctx.Err()
-			return
-		}
-		pctx, cancel := context.WithTimeout(ctx, opTimeout)
-		defer cancel()
-		pd, _, _, err := c.runPod(pctx, podSpec{handler: "nsiso", cmd: []string{"sleep", "2147483647"}})
-		full[i] = pd
-		if err == nil && i%privateEvery == 0 {
-			err = c.addContainer(pctx, pd, "private", map[string]string{
-				specmod.AnnotationIPCMode: string(specmod.ModePrivate), specmod.AnnotationShmSize: shmSizeBench})
-			mu.Lock()
-			res.PrivatePods++
-			mu.Unlock()
-		}
-		errs[i] = err
-	})
+	t0 := time.Now()
+	res.PrivatePods, err = c.fill(ctx, full)
 	res.FillSeconds = time.Since(t0).Seconds()
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	var points []string
-	if res.MountsFull, points, err = countMounts(); err != nil {
+	if res.MountsFull, res.NsisoMounts, err = countMounts(); err != nil {
 		return nil, err
 	}
-	res.NsisoMounts, res.NsisoPoints = len(points), points
 	if res.Shims, res.ShimRSSMiB, res.ShimPssMiB, err = shimMemory(s.nsisoShim); err != nil {
 		return nil, err
 	}
@@ -180,17 +152,54 @@ func benchNode(ctx context.Context, s criSetup, pods, n, warmup int) (_ *nodeRes
 	return res, nil
 }
 
+// fill runs a long-running nsiso pod into each slot of full, a few at a
+// time, every privateEvery-th with a private container besides; it
+// returns how many have one.
+func (c *criEnv) fill(ctx context.Context, full []pod) (int, error) {
+	fmt.Fprintf(os.Stderr, "  node: filling with %d nsiso pods\n", len(full))
+	errs := make([]error, len(full))
+	var private atomic.Int64
+	parallel(len(full), fillParallelism, func(i int) {
+		if errs[i] = ctx.Err(); errs[i] != nil {
+			return
+		}
+		pctx, cancel := context.WithTimeout(ctx, opTimeout)
+		defer cancel()
+		pd, _, _, err := c.runPod(pctx, podSpec{handler: "nsiso", cmd: []string{"sleep", "2147483647"}})
+		full[i] = pd
+		if err == nil && i%privateEvery == 0 {
+			err = c.addContainer(pctx, pd, "private", map[string]string{
+				specmod.AnnotationIPCMode: string(specmod.ModePrivate), specmod.AnnotationShmSize: shmSizeBench})
+			private.Add(1)
+		}
+		errs[i] = err
+	})
+	return int(private.Load()), errors.Join(errs...)
+}
+
+// removePods removes the pods of full that were made, a few at a time.
+func (c *criEnv) removePods(ctx context.Context, full []pod) error {
+	fmt.Fprintf(os.Stderr, "  node: removing %d pods\n", len(full))
+	errs := make([]error, len(full))
+	parallel(len(full), fillParallelism, func(i int) {
+		if full[i].id != "" {
+			errs[i] = c.removePod(ctx, full[i])
+		}
+	})
+	return errors.Join(errs...)
+}
+
 // countMounts counts the mounts of this process's mount namespace (the
 // host's), and those nsiso made: a private container's /dev/shm under its
 // bundle's nsiso directory, and parent pins.
-func countMounts() (all int, nsiso []string, err error) {
+func countMounts() (all, nsiso int, err error) {
 	infos, err := mountinfo.GetMounts(nil)
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, err
 	}
 	for _, m := range infos {
 		if isNsisoMount(m.Mountpoint) {
-			nsiso = append(nsiso, m.Mountpoint)
+			nsiso++
 		}
 	}
 	return len(infos), nsiso, nil
@@ -215,11 +224,11 @@ func shimMemory(path string) (n int, rss, pss float64, err error) {
 		if err != nil || exe != path {
 			continue
 		}
-		r, err := procStatusKB(pid, "status", "VmRSS")
+		r, err := procfs.ReadKB(pid, "status", "VmRSS")
 		if err != nil {
 			continue // exited meanwhile
 		}
-		p, err := procStatusKB(pid, "smaps_rollup", "Pss")
+		p, err := procfs.ReadKB(pid, "smaps_rollup", "Pss")
 		if err != nil {
 			continue
 		}

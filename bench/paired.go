@@ -54,15 +54,17 @@ type pairedResult struct {
 	Sides   []runtimeSamples `json:"runtimes"`
 	Compare []comparison     `json:"comparisons"`
 	Warmups int              `json:"warmups"`
-	// PrepareInSituMs is set with -debug-log: see prepareInSitu.
-	PrepareInSituMs *summary `json:"nsiso_prepare_in_situ_ms,omitempty"`
 }
 
 // comparison returns the comparison of runtime a against b, or nil.
-func (p *pairedResult) comparison(a, b string) *comparison {
-	for i := range p.Compare {
-		if p.Compare[i].A == a && p.Compare[i].B == b {
-			return &p.Compare[i]
+func (p *pairedResult) comparison(a, b string) *comparison { return findComparison(p.Compare, a, b) }
+
+// findComparison returns the comparison of runtime a against b in cs, or
+// nil.
+func findComparison(cs []comparison, a, b string) *comparison {
+	for i := range cs {
+		if cs[i].A == a && cs[i].B == b {
+			return &cs[i]
 		}
 	}
 	return nil

@@ -9,9 +9,8 @@ import (
 )
 
 // The phases of one container's life, as the trace shows them. Each is a
-// duration in milliseconds between two recorded moments; "@" phases are
-// offsets from the moment the client began, which show where a difference
-// between runtimes builds up.
+// duration in milliseconds between two recorded moments; "@ client done"
+// is the client's whole run, from its exec to its exit.
 var phaseOrder = []string{
 	"shim start: exec → runtime.main",
 	"shim start: package init",
@@ -39,15 +38,6 @@ var phaseOrder = []string{
 	"shim processes: CPU",
 	"GCs in the serving shim up to the Create reply (count)",
 	"GCs in the serving shim, whole life (count)",
-	"@ shim start exec",
-	"@ Create request",
-	"@ Create reply",
-	"@ Start reply",
-	"@ container exit",
-	"@ Delete request",
-	"@ Delete reply",
-	"@ shim exit",
-	"@ shim delete exit",
 	"@ client done",
 }
 
@@ -87,23 +77,21 @@ func (p *proc) firstAfter(label string, t float64) float64 {
 // shims are the paths of the shim binaries (an exec of one starts a shim
 // process), runc the path of the runc binary the shims run, probes the
 // uprobe events. It returns nil when the sample lacks its client markers.
-func samplePhases(evs []traceEvent, shims []string, runc string, probes map[string]probeRef) map[string]float64 {
+func samplePhases(evs []traceEvent, shims []string, runc string, probes map[string]string) map[string]float64 {
 	s := readSample(evs, shims, runc, probes)
 	if math.IsNaN(s.begin) || math.IsNaN(s.end) {
 		return nil
 	}
 	start, server, del := s.shimRoles()
-	ph := phaseSet{m: map[string]float64{}, begin: s.begin}
+	ph := phaseSet{}
 	if start != nil {
 		ph.shimLife("shim start", start)
-		ph.at("@ shim start exec", start.exec)
 	}
 	if server != nil {
 		s.serverPhases(ph, server)
 	}
 	if del != nil {
 		ph.shimLife("shim delete", del)
-		ph.at("@ shim delete exit", del.exit)
 	}
 	if start != nil && server != nil {
 		total := 0.0
@@ -112,10 +100,10 @@ func samplePhases(evs []traceEvent, shims []string, runc string, probes map[stri
 				total += s.cpu[p.pid]
 			}
 		}
-		ph.m["shim processes: CPU"] = total
+		ph["shim processes: CPU"] = total
 	}
-	ph.at("@ client done", s.end)
-	return ph.m
+	ph["@ client done"] = s.end - s.begin
+	return ph
 }
 
 // sample is what one traced container's events say: the client's
@@ -130,7 +118,7 @@ type sample struct {
 }
 
 // readSample sorts evs into the processes they belong to.
-func readSample(evs []traceEvent, shims []string, runc string, probes map[string]probeRef) *sample {
+func readSample(evs []traceEvent, shims []string, runc string, probes map[string]string) *sample {
 	s := &sample{shims: shims, runc: runc, begin: math.NaN(), end: math.NaN(),
 		procs: map[int]*proc{}, parent: map[int]int{}, cpu: map[int]float64{}}
 	for _, e := range evs {
@@ -139,7 +127,7 @@ func readSample(evs []traceEvent, shims []string, runc string, probes map[string
 	return s
 }
 
-func (s *sample) record(e traceEvent, probes map[string]probeRef) {
+func (s *sample) record(e traceEvent, probes map[string]string) {
 	switch e.name {
 	case "tracing_mark_write":
 		if strings.Contains(e.args, "nsiso-bench begin") {
@@ -165,9 +153,9 @@ func (s *sample) record(e traceEvent, probes map[string]probeRef) {
 			s.get(e.tgid).exit = e.ms
 		}
 	default:
-		if ref, ok := probes[e.name]; ok {
+		if label, ok := probes[e.name]; ok {
 			p := s.get(e.tgid)
-			p.probes[ref.label] = append(p.probes[ref.label], e.ms)
+			p.probes[label] = append(p.probes[label], e.ms)
 		}
 	}
 }
@@ -245,17 +233,17 @@ func (s *sample) serverPhases(ph phaseSet, server *proc) {
 	ph.set("shim serve: package init", server.first("runtime.main"), server.first("main"))
 	ph.set("shim serve: main → serve", server.first("main"), server.first("serve"))
 	runcs := s.runcsOf(server)
-	s.createPhases(ph, server, runcs)
+	createReply := s.createPhases(ph, server, runcs)
 	startPhases(ph, server, runcs)
 	deletePhases(ph, server, runcs)
 	ph.set("Shutdown → shim exit", server.first("Shutdown"), server.exit)
-	gcPhases(ph, server)
-	ph.at("@ shim exit", server.exit)
+	gcPhases(ph, server, createReply)
 }
 
 // createPhases splits the Create request at its runc run, and times the
-// container's process that runc started.
-func (s *sample) createPhases(ph phaseSet, server *proc, runcs []*proc) {
+// container's process that runc started. It returns the moment of the
+// Create reply, NaN when unseen.
+func (s *sample) createPhases(ph phaseSet, server *proc, runcs []*proc) float64 {
 	create := server.first("Create")
 	req := create
 	if nc := server.first("nsiso.Create"); !math.IsNaN(nc) {
@@ -263,25 +251,23 @@ func (s *sample) createPhases(ph phaseSet, server *proc, runcs []*proc) {
 		ph.set("Create: nsiso's part", nc, create)
 	}
 	ph.set("Create: serve → request", server.first("serve"), req)
-	ph.at("@ Create request", req)
 	rc := firstRuncAfter(runcs, create)
 	if rc == nil {
-		return
+		return math.NaN()
 	}
 	ph.set("Create: runc.v2 before runc", create, rc.exec)
 	ph.set("Create: runc create", rc.exec, rc.exit)
 	reply := server.firstAfter("reply", rc.exit)
 	ph.set("Create: runc exit → reply", rc.exit, reply)
 	ph.set("Create: request → reply", req, reply)
-	ph.at("@ Create reply", reply)
 	// The container's process: runc init's exec of anything but runc
 	// itself.
 	for _, p := range s.procs {
 		if p.file != "" && p.file != s.runc && !strings.HasPrefix(p.file, "/proc/self/fd/") && !s.isShim(p) && s.ancestor(rc.pid, p.pid) {
 			ph.set("container: exec → exit", p.exec, p.exit)
-			ph.at("@ container exit", p.exit)
 		}
 	}
+	return reply
 }
 
 func startPhases(ph phaseSet, server *proc, runcs []*proc) {
@@ -290,7 +276,6 @@ func startPhases(ph phaseSet, server *proc, runcs []*proc) {
 		ph.set("Start: runc start", rs.exec, rs.exit)
 		reply := server.firstAfter("reply", rs.exit)
 		ph.set("Start: request → reply", st, reply)
-		ph.at("@ Start reply", reply)
 	}
 }
 
@@ -299,50 +284,36 @@ func deletePhases(ph phaseSet, server *proc, runcs []*proc) {
 	if nd := server.first("nsiso.Delete"); !math.IsNaN(nd) {
 		dreq = nd
 	}
-	ph.at("@ Delete request", dreq)
 	if rd := firstRuncAfter(runcs, dreq); rd != nil {
 		ph.set("Delete: runc delete", rd.exec, rd.exit)
 		reply := server.firstAfter("reply", rd.exit)
 		ph.set("Delete: runc exit → reply", rd.exit, reply)
 		ph.set("Delete: request → reply", dreq, reply)
 		ph.set("Delete: nsiso's cleanup → reply", server.firstAfter("nsiso.cleanup", rd.exit), reply)
-		ph.at("@ Delete reply", reply)
 	}
 }
 
 // gcPhases counts the serving shim's GCs, in all and up to the Create
-// reply; it runs after createPhases, whose reply it reads.
-func gcPhases(ph phaseSet, server *proc) {
+// reply (none when the reply, NaN, went unseen).
+func gcPhases(ph phaseSet, server *proc, createReply float64) {
 	gcs, early := 0, 0
-	createReply, replied := ph.m["@ Create reply"]
-	createReply += ph.begin
 	for _, t := range server.probes["gc"] {
 		gcs++
-		if replied && t <= createReply {
+		if t <= createReply {
 			early++
 		}
 	}
-	ph.m["GCs in the serving shim, whole life (count)"] = float64(gcs)
-	ph.m["GCs in the serving shim up to the Create reply (count)"] = float64(early)
+	ph["GCs in the serving shim, whole life (count)"] = float64(gcs)
+	ph["GCs in the serving shim up to the Create reply (count)"] = float64(early)
 }
 
-// phaseSet collects one sample's phases; begin is the client's start.
-type phaseSet struct {
-	m     map[string]float64
-	begin float64
-}
+// phaseSet collects one sample's phases, by name, in milliseconds.
+type phaseSet map[string]float64
 
 // set records the phase from → to when both moments were seen in order.
 func (ph phaseSet) set(name string, from, to float64) {
 	if !math.IsNaN(from) && !math.IsNaN(to) && to >= from {
-		ph.m[name] = to - from
-	}
-}
-
-// at records moment t as an offset from the client's start.
-func (ph phaseSet) at(name string, t float64) {
-	if !math.IsNaN(t) {
-		ph.m[name] = t - ph.begin
+		ph[name] = to - from
 	}
 }
 

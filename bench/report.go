@@ -132,7 +132,7 @@ func pairedTargets(p *pairedResult, against string) []target {
 func (r *result) evaluate() {
 	r.Targets = nil
 	if s := r.Startup; s != nil && len(s.Sides) > 1 {
-		if c := startupComparison(s, "nsiso", "runc.v2"); c != nil {
+		if c := findComparison(s.Compare, "nsiso", "runc.v2"); c != nil {
 			r.Targets = append(r.Targets, ciTarget("startup: 95% CI of the median per-pair wall ratio nsiso/runc.v2 contains 1.00", c.RatioCI[0], c.RatioCI[1]))
 		}
 		r.Targets = append(r.Targets, newTarget("startup: median peak RSS nsiso - runc.v2", s.Sides[0].MaxRSSMiB.Median-s.Sides[1].MaxRSSMiB.Median, "<=", maxRSSDiffMiB, "MiB"))
@@ -173,15 +173,6 @@ func (r *result) evaluate() {
 	for _, t := range r.Targets {
 		r.Pass = r.Pass && t.Pass
 	}
-}
-
-func startupComparison(s *startupResult, a, b string) *comparison {
-	for i := range s.Compare {
-		if s.Compare[i].A == a && s.Compare[i].B == b {
-			return &s.Compare[i]
-		}
-	}
-	return nil
 }
 
 // microResult is one benchmark line of `go test -bench -benchmem`.
@@ -351,10 +342,10 @@ func printStartup(sec *sections, s *startupResult) {
 	w := sec.w
 	sec.head("startup: `shim -v`, the binary alone (%d runs each, interleaved), and its package inits (GODEBUG=inittrace=1)", s.N)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "shim\tsize MiB\twall ms\tp95\tCPU ms\tpeak RSS MiB\tminor faults\tinit ms\tinit allocs\tinit KiB\tpackages\t")
+	fmt.Fprintln(tw, "shim\tsize MiB\twall ms\tp95\tCPU ms\tpeak RSS MiB\tminor faults\tinit ms\tinit allocs\tpackages\t")
 	for _, x := range s.Sides {
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.0f\t%.0f\t%d\t\n", x.Runtime, float64(x.SizeBytes)/(1<<20), x.WallMs.Median, x.WallMs.P95,
-			x.CPUMs.Median, x.MaxRSSMiB.Median, x.MinorFaults.Median, x.InitMs.Median, x.InitAllocs.Median, x.InitBytes.Median/1024, x.Packages)
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.0f\t%d\t\n", x.Runtime, float64(x.SizeBytes)/(1<<20), x.WallMs.Median, x.WallMs.P95,
+			x.CPUMs.Median, x.MaxRSSMiB.Median, x.MinorFaults.Median, x.InitMs.Median, x.InitAllocs.Median, x.Packages)
 	}
 	tw.Flush()
 	for _, c := range s.Compare {
@@ -381,7 +372,7 @@ func printTraceSection(sec *sections, t *traceResult) {
 		sec.head("trace: skipped: %s", t.Skipped)
 	}
 	for _, m := range t.Modes {
-		sec.head("trace %s: where the time goes (%d traced `ctr run --rm` per shim; medians, ms; \"@\" rows are offsets from the client's start)", m.Mode, m.N)
+		sec.head("trace %s: where the time goes (%d traced `ctr run --rm` per shim; medians, ms; \"@ client done\" is the client's whole run)", m.Mode, m.N)
 		printTrace(sec.w, m)
 	}
 	if miss, ok := t.Missing["nsiso"]; ok {
@@ -508,9 +499,6 @@ func printPaired(w io.Writer, p *pairedResult) {
 	for _, c := range p.Compare {
 		fmt.Fprintf(w, "%s/%s per pair: median %.3f (95%% CI %.3f..%.3f), p5..p95 %.3f..%.3f; difference median %+.2f ms (95%% CI %+.2f..%+.2f)\n",
 			c.A, c.B, c.Ratio.Median, c.RatioCI[0], c.RatioCI[1], quantile(c.Ratios, 0.05), quantile(c.Ratios, 0.95), c.DiffMs.Median, c.DiffMsCI[0], c.DiffMsCI[1])
-	}
-	if s := p.PrepareInSituMs; s != nil {
-		fmt.Fprintf(w, "nsiso prepare in the shim (debug log, upper bound): median %.2f ms, p95 %.2f ms over %d containers\n", s.Median, s.P95, s.N)
 	}
 }
 

@@ -22,7 +22,6 @@ func reportResult() *result {
 			},
 			Compare: []comparison{{A: "nsiso", B: "runc.v2", Ratio: summary{Median: 1.0125}, RatioCI: [2]float64{0.99, 1.03},
 				Ratios: []float64{0.98, 1, 1.01, 1.02, 1.05}, DiffMs: summary{Median: 1.25}, DiffMsCI: [2]float64{-0.5, 2.5}}},
-			PrepareInSituMs: &summary{N: 5, Median: 0.12, P95: 0.3},
 		}
 	}
 	phases := func(d float64) map[string]summary {
@@ -40,7 +39,7 @@ func reportResult() *result {
 		Startup: &startupResult{N: 200,
 			Sides: []startupSide{
 				{Runtime: "nsiso", SizeBytes: 12 << 20, WallMs: summary{Median: 3.5, P95: 4.25}, CPUMs: summary{Median: 2.75}, MaxRSSMiB: summary{Median: 9.5},
-					MinorFaults: summary{Median: 812}, InitMs: summary{Median: 0.4}, InitAllocs: summary{Median: 1500}, InitBytes: summary{Median: 204800}, Packages: 120,
+					MinorFaults: summary{Median: 812}, InitMs: summary{Median: 0.4}, InitAllocs: summary{Median: 1500}, Packages: 120,
 					TopInits: []initCost{{Package: "runtime", Ms: 0.1}, {Package: "net", Ms: 0.05}}},
 				{Runtime: "runc.v2", SizeBytes: 11 << 20, WallMs: summary{Median: 3.25, P95: 4}, Packages: 110},
 			},

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nsiso/nsiso/internal/procfs"
 )
 
 // The startup benchmark is the shim binary alone: containerd execs a shim
@@ -40,15 +42,14 @@ type startupSide struct {
 	// TopInits are the slowest ones.
 	InitMs     summary    `json:"init_ms"`
 	InitAllocs summary    `json:"init_allocs"`
-	InitBytes  summary    `json:"init_bytes"`
 	Packages   int        `json:"packages_with_init"`
 	TopInits   []initCost `json:"top_inits"`
 }
 
+// initCost is one package's init, the mean of the inittrace runs.
 type initCost struct {
 	Package string  `json:"package"`
 	Ms      float64 `json:"ms"`
-	Bytes   float64 `json:"bytes"`
 }
 
 // startupResult is the startup benchmark.
@@ -77,37 +78,81 @@ const (
 	peakRSSRuns   = 50
 )
 
+// benchStartup is the startup benchmark: n timed `-v` runs per shim
+// binary, interleaved, then the peak memory and package inits of more.
 func (e *env) benchStartup(ctx context.Context, n int) (*startupResult, error) {
 	rts := e.runtimes()
+	v, err := timeVersionRuns(ctx, rts, n)
+	if err != nil {
+		return nil, err
+	}
+	rss, err := measurePeakRSS(rts, min(n, peakRSSRuns))
+	if err != nil {
+		return nil, err
+	}
 	res := &startupResult{N: n}
-	wall := make([][]float64, len(rts))
-	cpu := make([][]float64, len(rts))
-	rss := make([][]float64, len(rts))
-	flt := make([][]float64, len(rts))
+	inits := make([]map[string]initCost, len(rts))
+	for k, r := range rts {
+		s := startupSide{Runtime: r.Name, Path: r.shim, Wall: v.wall[k],
+			WallMs: summarize(v.wall[k]), CPUMs: summarize(v.cpu[k]), MaxRSSMiB: summarize(rss[k]), MinorFaults: summarize(v.faults[k])}
+		if st, err := os.Stat(r.shim); err == nil {
+			s.SizeBytes = st.Size()
+		}
+		if inits[k], err = s.addInits(ctx, r.shim); err != nil {
+			return nil, err
+		}
+		res.Sides = append(res.Sides, s)
+	}
+	res.Only = initsOnlyIn(rts, inits)
+	for a := range rts {
+		for b := a + 1; b < len(rts); b++ {
+			res.Compare = append(res.Compare, compare(
+				runtimeSamples{Runtime: rts[a].Name, Samples: v.wall[a]},
+				runtimeSamples{Runtime: rts[b].Name, Samples: v.wall[b]}))
+		}
+	}
+	return res, nil
+}
+
+// versionRuns are the timed `-v` runs' samples, per runtime.
+type versionRuns struct {
+	wall, cpu, faults [][]float64
+}
+
+// timeVersionRuns runs `shim -v` n times per runtime, the order rotating,
+// and records each run's wall time, CPU time and minor page faults.
+func timeVersionRuns(ctx context.Context, rts []rt, n int) (versionRuns, error) {
+	v := versionRuns{wall: make([][]float64, len(rts)), cpu: make([][]float64, len(rts)), faults: make([][]float64, len(rts))}
 	for i := 0; i < n; i++ {
 		for j := range rts {
 			k := (i + j) % len(rts)
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return v, err
 			}
 			cmd := exec.CommandContext(ctx, rts[k].shim, "-v")
 			t0 := time.Now()
 			if err := cmd.Run(); err != nil {
-				return nil, fmt.Errorf("%s -v: %w", rts[k].shim, err)
+				return v, fmt.Errorf("%s -v: %w", rts[k].shim, err)
 			}
 			d := time.Since(t0)
 			ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 			if !ok {
-				return nil, fmt.Errorf("%s -v: no resource usage", rts[k].shim)
+				return v, fmt.Errorf("%s -v: no resource usage", rts[k].shim)
 			}
-			wall[k] = append(wall[k], ms(d))
-			cpu[k] = append(cpu[k], ms(time.Duration(ru.Utime.Nano()+ru.Stime.Nano())))
-			flt[k] = append(flt[k], float64(ru.Minflt))
+			v.wall[k] = append(v.wall[k], ms(d))
+			v.cpu[k] = append(v.cpu[k], ms(time.Duration(ru.Utime.Nano()+ru.Stime.Nano())))
+			v.faults[k] = append(v.faults[k], float64(ru.Minflt))
 		}
 	}
-	// Peak memory in runs of their own: the exit stop that reads it
-	// costs time.
-	for i := 0; i < min(n, peakRSSRuns); i++ {
+	return v, nil
+}
+
+// measurePeakRSS reads the peak resident set, in MiB, of n `-v` runs per
+// runtime. They are runs of their own: the exit stop that reads it costs
+// time.
+func measurePeakRSS(rts []rt, n int) ([][]float64, error) {
+	rss := make([][]float64, len(rts))
+	for i := 0; i < n; i++ {
 		for j := range rts {
 			k := (i + j) % len(rts)
 			kb, err := peakRSS(rts[k].shim, "-v")
@@ -117,43 +162,44 @@ func (e *env) benchStartup(ctx context.Context, n int) (*startupResult, error) {
 			rss[k] = append(rss[k], float64(kb)/1024)
 		}
 	}
-	inits := make([]map[string]initCost, len(rts))
-	for k, r := range rts {
-		s := startupSide{Runtime: r.Name, Path: r.shim, Wall: wall[k],
-			WallMs: summarize(wall[k]), CPUMs: summarize(cpu[k]), MaxRSSMiB: summarize(rss[k]), MinorFaults: summarize(flt[k])}
-		if st, err := os.Stat(r.shim); err == nil {
-			s.SizeBytes = st.Size()
+	return rss, nil
+}
+
+// addInits sums the package inits of inittraceRuns runs of bin into s and
+// returns each package's mean cost.
+func (s *startupSide) addInits(ctx context.Context, bin string) (map[string]initCost, error) {
+	var total, allocs []float64
+	sum := map[string]initCost{}
+	for range inittraceRuns {
+		pk, err := inittrace(ctx, bin)
+		if err != nil {
+			return nil, err
 		}
-		var total, allocs, bytes []float64
-		sum := map[string]initCost{}
-		for range inittraceRuns {
-			pk, err := inittrace(ctx, r.shim)
-			if err != nil {
-				return nil, err
-			}
-			var t, a, b float64
-			for _, c := range pk {
-				t += c.ms
-				a += c.allocs
-				b += c.bytes
-				x := sum[c.pkg]
-				x.Package = c.pkg
-				x.Ms += c.ms / inittraceRuns
-				x.Bytes += c.bytes / inittraceRuns
-				sum[c.pkg] = x
-			}
-			total, allocs, bytes = append(total, t), append(allocs, a), append(bytes, b)
+		var t, a float64
+		for _, c := range pk {
+			t += c.ms
+			a += c.allocs
+			x := sum[c.pkg]
+			x.Package = c.pkg
+			x.Ms += c.ms / inittraceRuns
+			sum[c.pkg] = x
 		}
-		s.InitMs, s.InitAllocs, s.InitBytes = summarize(total), summarize(allocs), summarize(bytes)
-		s.Packages = len(sum)
-		for _, c := range sum {
-			s.TopInits = append(s.TopInits, c)
-		}
-		sort.Slice(s.TopInits, func(i, j int) bool { return s.TopInits[i].Ms > s.TopInits[j].Ms })
-		s.TopInits = s.TopInits[:min(8, len(s.TopInits))]
-		inits[k] = sum
-		res.Sides = append(res.Sides, s)
+		total, allocs = append(total, t), append(allocs, a)
 	}
+	s.InitMs, s.InitAllocs = summarize(total), summarize(allocs)
+	s.Packages = len(sum)
+	for _, c := range sum {
+		s.TopInits = append(s.TopInits, c)
+	}
+	sort.Slice(s.TopInits, func(i, j int) bool { return s.TopInits[i].Ms > s.TopInits[j].Ms })
+	s.TopInits = s.TopInits[:min(8, len(s.TopInits))]
+	return sum, nil
+}
+
+// initsOnlyIn lists, for each ordered pair of runtimes, the packages with
+// an init in the first one's binary and not in the second one's.
+func initsOnlyIn(rts []rt, inits []map[string]initCost) []initOnly {
+	var out []initOnly
 	for a := range rts {
 		for b := range rts {
 			if a == b {
@@ -167,23 +213,17 @@ func (e *env) benchStartup(ctx context.Context, n int) (*startupResult, error) {
 			}
 			sort.Strings(only)
 			if len(only) > 0 {
-				res.Only = append(res.Only, initOnly{A: rts[a].Name, B: rts[b].Name, Packages: only})
+				out = append(out, initOnly{A: rts[a].Name, B: rts[b].Name, Packages: only})
 			}
 		}
 	}
-	for a := range rts {
-		for b := a + 1; b < len(rts); b++ {
-			res.Compare = append(res.Compare, compare(
-				runtimeSamples{Runtime: rts[a].Name, Samples: wall[a]},
-				runtimeSamples{Runtime: rts[b].Name, Samples: wall[b]}))
-		}
-	}
-	return res, nil
+	return out
 }
 
+// pkgInit is one package's init in one run.
 type pkgInit struct {
-	pkg               string
-	ms, bytes, allocs float64
+	pkg        string
+	ms, allocs float64
 }
 
 // inittrace runs `bin -v` with GODEBUG=inittrace=1 and returns what each
@@ -208,7 +248,6 @@ func inittrace(ctx context.Context, bin string) ([]pkgInit, error) {
 		var p pkgInit
 		p.pkg = f[1]
 		p.ms, _ = strconv.ParseFloat(f[4], 64)
-		p.bytes, _ = strconv.ParseFloat(f[7], 64)
 		p.allocs, _ = strconv.ParseFloat(f[9], 64)
 		out = append(out, p)
 	}
@@ -259,7 +298,7 @@ func peakRSS(bin string, args ...string) (int64, error) {
 		}
 		sig = 0
 		if ws.Stopped() && ws.TrapCause() == syscall.PTRACE_EVENT_EXIT {
-			kb, _ = procStatusKB(pid, "status", "VmHWM")
+			kb, _ = procfs.ReadKB(pid, "status", "VmHWM")
 		} else if ws.Stopped() && ws.StopSignal() != syscall.SIGTRAP {
 			// Pass on signals the child is sent; Go's runtime uses some.
 			sig = int(ws.StopSignal())

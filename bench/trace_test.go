@@ -30,13 +30,13 @@ func traceText(t *testing.T, evs ...string) string {
 // One nsiso container's life, as the trace of a `ctr run --rm` shows it.
 func TestSamplePhases(t *testing.T) {
 	const shim, runc = "/s/nsiso/containerd-shim-nsiso-v1", "/s/runc/runc"
-	probes := map[string]probeRef{}
+	probes := map[string]string{}
 	for i, p := range shimProbes {
-		probes[fmt.Sprintf("b0p%d", i)] = probeRef{bin: 0, label: p.label}
+		probes[fmt.Sprintf("b0p%d", i)] = p.label
 	}
 	ev := func(label string) string {
-		for k, p := range probes {
-			if p.label == label {
+		for k, l := range probes {
+			if l == label {
 				return k + ": (0x1)"
 			}
 		}
@@ -56,6 +56,7 @@ func TestSamplePhases(t *testing.T) {
 		"6 containerd-shim 101 101 "+ev("runtime.main"),
 		"7 containerd-shim 102 101 "+ev("main"),
 		"8 containerd-shim 102 101 "+ev("serve"),
+		"9 containerd-shim 104 101 "+ev("gc"),
 		"10 containerd-shim 103 101 "+ev("nsiso.Create"),
 		"11 containerd-shim 103 101 "+ev("Create"),
 		"11.5 containerd-shim 103 101 sched_process_fork: comm=containerd-shim pid=103 child_comm=containerd-shim child_pid=110",
@@ -72,6 +73,7 @@ func TestSamplePhases(t *testing.T) {
 		"28 runc 120 120 sched_process_exit: comm=runc pid=120 prio=120 group_dead=true",
 		"29 containerd-shim 102 101 "+ev("reply"),
 		"30 true 112 112 sched_process_exit: comm=true pid=112 prio=120 group_dead=true",
+		"31 containerd-shim 102 101 "+ev("gc"),
 		"35 containerd-shim 102 101 "+ev("nsiso.Delete"),
 		"35.1 containerd-shim 102 101 "+ev("Delete"),
 		"35.5 containerd-shim 102 101 sched_process_fork: comm=containerd-shim pid=102 child_comm=containerd-shim child_pid=130",
@@ -105,9 +107,8 @@ func TestSamplePhases(t *testing.T) {
 		"Shutdown → shim exit":             1,
 		"shim delete: exec → runtime.main": 1, "shim delete: package init": 1, "shim delete: main → exit": 3,
 		"shim processes: CPU":                         8,
-		"GCs in the serving shim, whole life (count)": 0, "GCs in the serving shim up to the Create reply (count)": 0,
-		"@ shim start exec": 1, "@ Create request": 10, "@ Create reply": 19, "@ Start reply": 29, "@ container exit": 30,
-		"@ Delete request": 35, "@ Delete reply": 42, "@ shim exit": 44, "@ shim delete exit": 50, "@ client done": 55,
+		"GCs in the serving shim, whole life (count)": 2, "GCs in the serving shim up to the Create reply (count)": 1,
+		"@ client done": 55,
 	}
 	for k, w := range want {
 		if g, ok := got[k]; !ok || math.Abs(g-w) > 1e-6 {

@@ -67,13 +67,8 @@ type tracefs struct {
 	inst    string // our instance directory
 	group   string // our uprobe group
 	events  []string
-	// probes maps an event name to its binary's index and probe label.
-	probes map[string]probeRef
-}
-
-type probeRef struct {
-	bin   int
-	label string
+	// probes maps an event name to its probe's label.
+	probes map[string]string
 }
 
 // findTracefs returns where tracefs is mounted, mounting it at the usual
@@ -129,7 +124,7 @@ func openTracefs(bins []string) (_ *tracefs, missing [][]string, retErr error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	t := &tracefs{root: root, mounted: mounted, group: fmt.Sprintf("nsisobench%d", os.Getpid()), probes: map[string]probeRef{}}
+	t := &tracefs{root: root, mounted: mounted, group: fmt.Sprintf("nsisobench%d", os.Getpid()), probes: map[string]string{}}
 	defer func() {
 		if retErr != nil {
 			t.close()
@@ -151,7 +146,7 @@ func openTracefs(bins []string) (_ *tracefs, missing [][]string, retErr error) {
 				return nil, nil, fmt.Errorf("uprobe on %s in %s: %w", p.symbol, bin, err)
 			}
 			t.events = append(t.events, ev)
-			t.probes[ev] = probeRef{bin: i, label: p.label}
+			t.probes[ev] = p.label
 		}
 	}
 	t.inst = filepath.Join(root, "instances", t.group)
@@ -247,9 +242,7 @@ func (t *tracefs) close() error {
 // traceEvent is one line of the trace buffer.
 type traceEvent struct {
 	ms   float64 // CLOCK_MONOTONIC, milliseconds
-	tid  int
 	tgid int
-	comm string
 	name string
 	args string
 }
@@ -257,7 +250,7 @@ type traceEvent struct {
 // A line with the tgid column looks like
 //
 //	containerd-shim-29380 (  29376) [000] DBZff  2244.288357: b0p6: (0x9e3600)
-var traceLine = regexp.MustCompile(`^\s*(.*)-(\d+)\s+\(\s*(\d+|-+)\)\s+\[\d+\]\s+\S+\s+(\d+\.\d+): ([^:]+): (.*)$`)
+var traceLine = regexp.MustCompile(`^\s*.*-\d+\s+\(\s*(\d+|-+)\)\s+\[\d+\]\s+\S+\s+(\d+\.\d+): ([^:]+): (.*)$`)
 
 func parseTrace(r io.Reader) ([]traceEvent, error) {
 	var evs []traceEvent
@@ -272,10 +265,9 @@ func parseTrace(r io.Reader) ([]traceEvent, error) {
 		if m == nil {
 			continue
 		}
-		e := traceEvent{comm: m[1], name: m[5], args: m[6]}
-		e.tid, _ = strconv.Atoi(m[2])
-		e.tgid, _ = strconv.Atoi(m[3])
-		sec, err := strconv.ParseFloat(m[4], 64)
+		e := traceEvent{name: m[3], args: m[4]}
+		e.tgid, _ = strconv.Atoi(m[1])
+		sec, err := strconv.ParseFloat(m[2], 64)
 		if err != nil {
 			continue
 		}
