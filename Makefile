@@ -74,7 +74,7 @@ $(GOLANGCI_LINT):
 # (testdata/fuzz) and the f.Add seeds. deploy/admission is a module of its
 # own (the admission policy, run by the Kubernetes API server's plugin).
 unit:
-	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./internal/... ./examples/... ./audit/... ./cmd/nsiso/... ./nodeinstall/... ./deploy/... ./bench/...
+	$(GO) test -count=1 ./specmod/... ./shim/... ./hostns/... ./internal/... ./examples/... ./audit/... ./cmd/nsiso/... ./nodeinstall/... ./deploy/... ./bench/... ./e2e/
 	cd deploy/admission && $(GO) test -count=1 ./...
 
 # Short coverage-guided fuzzing, on demand.
@@ -88,6 +88,23 @@ integration: deps build
 	NSISO_DEPS_BIN=$(DEPS_BIN) NSISO_BIN=$(BIN) $(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) -v ./testenv/... ./integration/...
 
 test: vet lint-main unit integration
+
+# A one-node Kubernetes (etcd, kube-apiserver, controller-manager,
+# scheduler, kubelet, kube-proxy; pinned in e2e/tools) on the project's
+# own containerd, in a network and mount namespace of its own: installs
+# nsiso with the DaemonSet of deploy/, runs pods, the admission policy and
+# the audit against it, measures pod start-up, uninstalls. On demand, not
+# part of make test: the first build of Kubernetes takes about 25 minutes.
+E2E_BIN ?= $(OUT)/deps/e2e/bin
+E2E_TIMEOUT ?= 40m
+.PHONY: e2e e2e-deps
+e2e-deps:
+	BIN=$(E2E_BIN) RUNC_VERSION=$(RUNC_VERSION) bash scripts/install-e2e-deps.sh
+
+e2e: deps build image e2e-deps
+	$(GO) test -c -o $(OUT)/e2e.test ./e2e
+	cd e2e && NSISO_E2E_BIN=$(E2E_BIN) NSISO_DEPS_BIN=$(DEPS_BIN) NSISO_BIN=$(BIN) \
+		NSISO_INSTALLER_ARCHIVE=$(INSTALLER_ARCHIVE) $(OUT)/e2e.test -test.v -test.timeout $(E2E_TIMEOUT)
 
 clean:
 	rm -rf $(OUT)

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"maps"
 	"os"
 	"path"
+	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -185,7 +185,10 @@ func pcSandboxSpec(c podCase) *specs.Spec {
 	s := pcSpec(shm, ns...)
 	s.Annotations = pcAnnotations(c, map[string]string{AnnotationCRIContainerType: criTypeSandbox})
 	if len(c.Sysctls) > 0 {
-		s.Linux.Sysctl = maps.Clone(c.Sysctls)
+		s.Linux.Sysctl = map[string]string{}
+		for k, v := range c.Sysctls {
+			s.Linux.Sysctl[kubeletSysctlName(k)] = v
+		}
 	}
 	return s
 }
@@ -287,4 +290,24 @@ func TestPodCasesNode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// kubeletSysctlName is the name the kubelet hands CRI for a pod's sysctl:
+// it writes a slash-separated name with dots (kubernetes'
+// ConvertSysctlVariableToDotsSeparator), so the sandbox spec never holds
+// "kernel/shmall" (e2e runs the rows through a real kubelet).
+func kubeletSysctlName(name string) string {
+	i := strings.IndexAny(name, "./")
+	if i < 0 || name[i] == '.' {
+		return name
+	}
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.':
+			return '/'
+		case '/':
+			return '.'
+		}
+		return r
+	}, name)
 }
