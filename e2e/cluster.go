@@ -140,7 +140,7 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		"--allow-privileged=true", "--profiling=false"); err != nil {
 		return err
 	}
-	return c.poll(ctx, "kube-apiserver", 90*time.Second, func() error {
+	return c.poll(ctx, "kube-apiserver", 3*time.Minute, func() error {
 		_, err := c.Kubectl(ctx, "get", "--raw", "/readyz")
 		return err
 	})
@@ -255,7 +255,7 @@ metricsBindAddress: 127.0.0.1:10249
 }
 
 func (c *Cluster) waitNodeReady(ctx context.Context) error {
-	return c.poll(ctx, "node "+nodeName, 120*time.Second, func() error {
+	return c.poll(ctx, "node "+nodeName, 4*time.Minute, func() error {
 		out, err := c.Kubectl(ctx, "get", "node", nodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 		if err != nil {
 			return err
