@@ -153,8 +153,8 @@ func supervise(ctx context.Context, stopped chan struct{}) {
 	}
 }
 
-// keepLogs copies the components' logs next to the test binary's output
-// directory, so a failure can be read after the directory is gone.
+// keepLogs copies the components' logs to <repo>/_output/e2e-logs, so a
+// failure can be read after the cluster's directory is gone.
 func keepLogs(dir string) {
 	root, err := testenv.RepoRoot()
 	if err != nil {
