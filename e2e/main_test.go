@@ -8,9 +8,13 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 
 	"github.com/nsiso/nsiso/testenv"
 )
@@ -72,7 +76,7 @@ func reexec() int {
 
 // runNode starts the cluster, runs the tests and stops everything,
 // also on SIGINT or SIGTERM.
-func runNode(m *testing.M, bin string) (code int) {
+func runNode(m *testing.M, bin string) int {
 	h, err := testenv.NewHarness()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -84,17 +88,11 @@ func runNode(m *testing.M, bin string) (code int) {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	created, err := nodeSetup(dir)
-	defer func() {
-		for i := len(created) - 1; i >= 0; i-- {
-			_ = syscall.Unmount(created[i], syscall.MNT_DETACH)
-			_ = os.Remove(created[i])
-		}
-	}()
+	t := &teardown{dir: dir}
+	t.created, err = nodeSetup(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: node setup:", err)
-		_ = os.RemoveAll(dir)
-		return 1
+		return t.run(1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -102,54 +100,80 @@ func runNode(m *testing.M, bin string) (code int) {
 	cluster, err = StartCluster(ctx, h, dir, bin)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: start cluster:", err)
-		keepLogs(dir)
-		_ = removeCgroupRoot()
-		_ = os.RemoveAll(dir)
-		return 1
+		return t.run(1)
 	}
 	fmt.Printf("e2e: cluster up in %s (logs in %s)\n", time.Since(start).Round(100*time.Millisecond), dir)
-	stopped := make(chan struct{})
-	go supervise(ctx, stopped)
-	code = m.Run()
-	close(stopped)
-	if code != 0 {
-		keepLogs(dir)
+	go supervise(ctx, t)
+	return t.run(m.Run())
+}
+
+// teardown stops what runNode started, once, whichever comes first: the
+// end of the tests or a signal.
+type teardown struct {
+	dir     string
+	created []string // host directories made for hostPaths
+	once    sync.Once
+	code    int
+}
+
+// run stops the cluster, removes its cgroups, directory and the host
+// directories it made, and returns the exit code (1 if stopping failed).
+func (t *teardown) run(code int) int {
+	t.once.Do(func() {
+		if code != 0 {
+			keepLogs(t.dir)
+		}
+		if cluster != nil {
+			if err := cluster.Stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "e2e: stop:", err)
+				code = 1
+			}
+		}
+		if err := removeCgroupRoot(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+		}
+		// The kubelet leaves its volumes mounted when it is stopped
+		// mid-way; the logs of a failed run were copied by keepLogs.
+		unmountBeneath(t.dir)
+		if err := os.RemoveAll(t.dir); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+		}
+		for i := len(t.created) - 1; i >= 0; i-- {
+			_ = syscall.Unmount(t.created[i], syscall.MNT_DETACH)
+			_ = os.Remove(t.created[i])
+		}
+		t.code = code
+	})
+	return t.code
+}
+
+// unmountBeneath detaches every mount beneath dir, deepest first.
+func unmountBeneath(dir string) {
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return
 	}
-	if err := cluster.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: stop:", err)
-		code = 1
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i].Mountpoint) > len(mounts[j].Mountpoint) })
+	for _, m := range mounts {
+		_ = syscall.Unmount(m.Mountpoint, syscall.MNT_DETACH)
 	}
-	if err := removeCgroupRoot(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-	}
-	// The logs of a failed run were copied by keepLogs.
-	_ = os.RemoveAll(dir)
-	return code
 }
 
 // supervise is the node's service manager: SIGUSR1 (the installer's
-// --restart-command) restarts containerd, SIGINT or SIGTERM stops the
-// cluster and exits.
-func supervise(ctx context.Context, stopped chan struct{}) {
+// --restart-command) restarts containerd; SIGINT or SIGTERM tears the
+// node down and exits.
+func supervise(ctx context.Context, t *teardown) {
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGUSR1, os.Interrupt, syscall.SIGTERM)
-	for {
-		select {
-		case <-stopped:
-			return
-		case s := <-sig:
-			if s == syscall.SIGUSR1 {
-				if err := cluster.Ctd.Restart(ctx); err != nil {
-					fmt.Fprintln(os.Stderr, "e2e: restart containerd:", err)
-				}
-				continue
+	for s := range sig {
+		if s == syscall.SIGUSR1 {
+			if err := cluster.Ctd.Restart(ctx); err != nil {
+				fmt.Fprintln(os.Stderr, "e2e: restart containerd:", err)
 			}
-			fmt.Fprintln(os.Stderr, "e2e: interrupted; stopping the cluster")
-			keepLogs(cluster.Dir)
-			_ = cluster.Stop()
-			_ = removeCgroupRoot()
-			os.Exit(2)
+			continue
 		}
+		fmt.Fprintln(os.Stderr, "e2e: interrupted; stopping the cluster")
+		os.Exit(t.run(2))
 	}
 }
 
