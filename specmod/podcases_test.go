@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path"
-	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -187,7 +186,11 @@ func pcSandboxSpec(c podCase) *specs.Spec {
 	if len(c.Sysctls) > 0 {
 		s.Linux.Sysctl = map[string]string{}
 		for k, v := range c.Sysctls {
-			s.Linux.Sysctl[kubeletSysctlName(k)] = v
+			// The kubelet hands CRI a slash-separated name with dots
+			// (Kubernetes' ConvertSysctlVariableToDotsSeparator, the same
+			// swap runc's validation makes), so a sandbox spec never
+			// holds "kernel/shmall"; e2e runs these rows through one.
+			s.Linux.Sysctl[sysctlName(k)] = v
 		}
 	}
 	return s
@@ -290,24 +293,4 @@ func TestPodCasesNode(t *testing.T) {
 			}
 		})
 	}
-}
-
-// kubeletSysctlName is the name the kubelet hands CRI for a pod's sysctl:
-// it writes a slash-separated name with dots (kubernetes'
-// ConvertSysctlVariableToDotsSeparator), so the sandbox spec never holds
-// "kernel/shmall" (e2e runs the rows through a real kubelet).
-func kubeletSysctlName(name string) string {
-	i := strings.IndexAny(name, "./")
-	if i < 0 || name[i] == '.' {
-		return name
-	}
-	return strings.Map(func(r rune) rune {
-		switch r {
-		case '.':
-			return '/'
-		case '/':
-			return '.'
-		}
-		return r
-	}, name)
 }
