@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,80 +11,51 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nsiso/nsiso/internal/podcases"
 	"github.com/nsiso/nsiso/testenv"
 )
 
-// podCases is specmod/testdata/pod-cases.json, the table the policy
+// podTable is specmod/testdata/pod-cases.json, the table the policy
 // engine and the admission policy are unit-tested on; here its rows run
 // as real pods through the kubelet and through the live admission policy.
-type podCases struct {
-	NodeMaxShmSize string            `json:"nodeMaxShmSize"`
-	Limits         map[string]string `json:"limits"`
-	Cases          []struct {
-		Name                  string            `json:"name"`
-		Namespace             string            `json:"namespace"`
-		Annotations           map[string]string `json:"annotations"`
-		HostIPC               bool              `json:"hostIPC"`
-		HostPID               bool              `json:"hostPID"`
-		ShareProcessNamespace bool              `json:"shareProcessNamespace"`
-		InitContainers        []string          `json:"initContainers"`
-		Containers            []string          `json:"containers"`
-		Sysctls               map[string]string `json:"sysctls"`
-		Admission             string            `json:"admission"`
-		Node                  string            `json:"node"`
-		NodeValue             string            `json:"nodeValue"`
-		Message               string            `json:"message"`
-		InvalidInKubernetes   bool              `json:"invalidInKubernetes"`
-	} `json:"cases"`
-}
+type podTable struct{ podcases.Table }
 
-func loadPodCases(t *testing.T) podCases {
+func loadPodCases(t *testing.T) podTable {
 	t.Helper()
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(root, "specmod", "testdata", "pod-cases.json"))
+	pc, err := podcases.Load(filepath.Join(root, "specmod", "testdata", "pod-cases.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pc podCases
-	if err := json.Unmarshal(b, &pc); err != nil {
-		t.Fatal(err)
-	}
-	if len(pc.Cases) == 0 {
-		t.Fatal("pod-cases.json has no cases")
-	}
-	return pc
+	return podTable{pc}
 }
 
 // podFor is row i of the table as a pod on the nsiso RuntimeClass.
-func (pc podCases) podFor(i int) podSpec {
+func (pc podTable) podFor(i int) podSpec {
 	c := pc.Cases[i]
-	ns := c.Namespace
-	if ns == "" {
-		ns = "default"
-	}
 	return podSpec{
-		name: fmt.Sprintf("case-%02d", i), namespace: ns, runtimeClass: "nsiso",
-		annotations: c.Annotations, containers: c.Containers, initContainers: c.InitContainers,
+		name: fmt.Sprintf("case-%02d", i), namespace: c.PodNamespace(), runtimeClass: "nsiso",
+		annotations: c.Annotations, containers: c.ContainerNames(), initContainers: c.InitContainers,
 		hostIPC: c.HostIPC, hostPID: c.HostPID, shareProcessNS: c.ShareProcessNamespace,
 		sysctls: c.Sysctls, labels: map[string]string{"e2e": "pod-cases"},
 	}
 }
 
 // namespaces creates the Kubernetes namespaces the table's rows name.
-func (pc podCases) namespaces(ctx context.Context, t *testing.T) []string {
+func (pc podTable) namespaces(ctx context.Context, t *testing.T) []string {
 	seen := map[string]bool{"default": true}
-	var all []string
+	all := []string{"default"}
 	for _, c := range pc.Cases {
-		if c.Namespace != "" && !seen[c.Namespace] {
-			seen[c.Namespace] = true
-			all = append(all, c.Namespace)
-			apply(ctx, t, fmt.Sprintf(`{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": %q}}`, c.Namespace))
+		if ns := c.PodNamespace(); !seen[ns] {
+			seen[ns] = true
+			all = append(all, ns)
+			apply(ctx, t, fmt.Sprintf(`{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": %q}}`, ns))
 		}
 	}
-	return append(all, "default")
+	return all
 }
 
 // testPodCasesOnNode creates every row's pod at once (no admission policy
@@ -228,7 +198,7 @@ func testAdmission(t *testing.T) {
 }
 
 // waitPolicyLive waits until the API server enforces the policy.
-func waitPolicyLive(ctx context.Context, t *testing.T, pc podCases) {
+func waitPolicyLive(ctx context.Context, t *testing.T, pc podTable) {
 	t.Helper()
 	p := podSpec{name: "probe", runtimeClass: "nsiso", hostIPC: true}
 	deadline := time.Now().Add(60 * time.Second)

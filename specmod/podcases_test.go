@@ -1,62 +1,25 @@
 package specmod
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"os"
 	"path"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/nsiso/nsiso/internal/podcases"
 )
 
-// podCases is testdata/pod-cases.json: Kubernetes pods on nsiso and what
-// each layer does with them. The admission policy's test
-// (deploy/admission) reads the same file, so the node and admission cannot
-// drift apart unnoticed.
-type podCases struct {
-	Comment        []string          `json:"comment"`
-	NodeMaxShmSize string            `json:"nodeMaxShmSize"`
-	Limits         map[string]string `json:"limits"`
-	Cases          []podCase         `json:"cases"`
-}
+// podCase is a row of testdata/pod-cases.json (internal/podcases), which
+// the admission policy's test (deploy/admission) and e2e read too, so the
+// node and admission cannot drift apart unnoticed.
+type podCase = podcases.Case
 
-type podCase struct {
-	Name                  string            `json:"name"`
-	Namespace             string            `json:"namespace"`
-	Annotations           map[string]string `json:"annotations"`
-	HostIPC               bool              `json:"hostIPC"`
-	HostPID               bool              `json:"hostPID"`
-	ShareProcessNamespace bool              `json:"shareProcessNamespace"`
-	InitContainers        []string          `json:"initContainers"`
-	Containers            []string          `json:"containers"`
-	// Sysctls is the pod's securityContext.sysctls, which CRI puts in the
-	// sandbox's spec.
-	Sysctls map[string]string `json:"sysctls"`
-	// Admission and Node are the keys each layer names when it refuses
-	// the pod; "" when it admits it.
-	Admission string `json:"admission"`
-	Node      string `json:"node"`
-	// NodeValue, when set, is the value the node's refusal names (to tell
-	// linux.namespaces "no ipc entry" from "no pid entry").
-	NodeValue           string `json:"nodeValue"`
-	Message             string `json:"message"`
-	Why                 string `json:"why"`
-	InvalidInKubernetes bool   `json:"invalidInKubernetes"`
-}
-
-func loadPodCases(t *testing.T) podCases {
+func loadPodCases(t *testing.T) podcases.Table {
 	t.Helper()
-	data, err := os.ReadFile("testdata/pod-cases.json")
+	pc, err := podcases.Load("testdata/pod-cases.json")
 	if err != nil {
 		t.Fatal(err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var pc podCases
-	if err := dec.Decode(&pc); err != nil {
-		t.Fatalf("pod-cases.json: %v", err)
 	}
 	return pc
 }
@@ -137,7 +100,7 @@ func pcAnnotations(c podCase, cri map[string]string) map[string]string {
 	a := map[string]string{
 		AnnotationCRISandboxID:        pcSandboxID,
 		AnnotationCRISandboxName:      "pod",
-		AnnotationCRISandboxNamespace: c.namespace(),
+		AnnotationCRISandboxNamespace: c.PodNamespace(),
 	}
 	for k, v := range cri {
 		a[k] = v
@@ -150,19 +113,10 @@ func pcAnnotations(c podCase, cri map[string]string) map[string]string {
 	return a
 }
 
-func (c podCase) namespace() string {
-	if c.Namespace == "" {
-		return "default"
-	}
-	return c.Namespace
-}
-
-func (c podCase) containers() []string {
-	cs := c.Containers
-	if len(cs) == 0 {
-		cs = []string{"app"}
-	}
-	return append(append([]string(nil), c.InitContainers...), cs...)
+// pcContainers are the pod's containers in the order the kubelet creates
+// them: init containers first.
+func pcContainers(c podCase) []string {
+	return append(append([]string(nil), c.InitContainers...), c.ContainerNames()...)
 }
 
 // pcSandboxSpec is the pause container's spec: its own IPC and PID
@@ -238,7 +192,7 @@ func nodeRunsPod(t *testing.T, c podCase, policy Policy) error {
 	if _, err := Rewrite(sb, in); err != nil {
 		return err
 	}
-	for _, name := range c.containers() {
+	for _, name := range pcContainers(c) {
 		id := pcSandboxID + "-" + name
 		s := pcContainerSpec(c, name)
 		req, err := ParseRequest(id, s.Annotations)

@@ -25,7 +25,7 @@ import (
 // engine; this test runs the same rows through the admission policy.
 const podCasesFile = "../../specmod/testdata/pod-cases.json"
 
-// podCases mirrors specmod's type of the same name (the two modules do not
+// podCases mirrors internal/podcases of the main module (the modules do not
 // import each other, so that the API server's dependencies stay here).
 type podCases struct {
 	Comment        []string          `json:"comment"`
