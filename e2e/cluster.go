@@ -332,7 +332,7 @@ func (c *Cluster) poll(ctx context.Context, name string, timeout time.Duration, 
 			return nil
 		}
 		d := c.daemon(name)
-		if d != nil && !d.running() {
+		if d != nil && !d.Running() {
 			return fmt.Errorf("%s exited:\n%s", name, d.tail(30))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -351,13 +351,13 @@ func (c *Cluster) poll(ctx context.Context, name string, timeout time.Duration, 
 func (c *Cluster) Stop() error {
 	var errs []error
 	if d := c.daemon("kubelet"); d != nil {
-		d.stop(10 * time.Second)
+		d.Stop(10 * time.Second)
 	}
 	if c.Ctd != nil {
 		errs = append(errs, c.Ctd.Stop())
 	}
 	for i := len(c.daemons) - 1; i >= 0; i-- {
-		c.daemons[i].stop(10 * time.Second)
+		c.daemons[i].Stop(10 * time.Second)
 	}
 	return errors.Join(errs...)
 }

@@ -7,10 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -96,12 +94,10 @@ type Containerd struct {
 	version      string
 	ctr          string
 
-	cmd          *exec.Cmd
+	proc         *Process
 	args         []string // the daemon's command line, for Restart
 	env          []string
 	startTimeout time.Duration
-	exited       chan struct{}
-	waitErr      error
 	client       *client.Client
 	serving      bool // answered once; otherwise Stop skips the API clean-up
 
@@ -291,35 +287,11 @@ func (c *Containerd) launch(ctx context.Context) error {
 	cmd.Env = c.env
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Keep terminal signals meant for the test binary away from the
-		// daemon, and take the daemon down if the test binary dies.
-		Setpgid:   true,
-		Pdeathsig: syscall.SIGKILL,
-	}
-	// Pdeathsig fires when the forking OS thread exits, not the process.
-	// Go retires a thread when a goroutine that locked it ends, which
-	// tests entering namespaces do; forking from a goroutine that stays
-	// locked until the daemon exits pins the thread.
-	exited := make(chan struct{})
-	c.exited = exited
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		c.waitErr = cmd.Wait()
-		close(exited)
-	}()
-	if err := <-started; err != nil {
-		close(exited)
+	proc, err := StartProcess(cmd)
+	if err != nil {
 		return err
 	}
-	c.cmd = cmd
+	c.proc = proc
 	if err := c.waitServing(ctx, c.startTimeout); err != nil {
 		return fmt.Errorf("%w\n%s", err, c.logTail())
 	}
@@ -332,18 +304,10 @@ func (c *Containerd) launch(ctx context.Context) error {
 // shims outlive the daemon and the new daemon reconnects to them. After
 // Kill it only starts the daemon again.
 func (c *Containerd) Restart(ctx context.Context) error {
-	if c.cmd == nil {
+	if c.proc == nil {
 		return errors.New("restart containerd: not running")
 	}
-	if !c.hasExited() {
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.exited:
-		case <-time.After(stopGracePeriod):
-			_ = c.cmd.Process.Kill()
-			<-c.exited
-		}
-	}
+	c.proc.Stop(stopGracePeriod)
 	if err := c.launch(ctx); err != nil {
 		return fmt.Errorf("restart containerd: %w", err)
 	}
@@ -354,11 +318,10 @@ func (c *Containerd) Restart(ctx context.Context) error {
 // exit; whatever it was doing is cut off mid-way and its shims are left
 // running. Restart starts it again.
 func (c *Containerd) Kill() error {
-	if c.cmd == nil || c.hasExited() {
+	if c.proc == nil || c.hasExited() {
 		return errors.New("kill containerd: not running")
 	}
-	_ = c.cmd.Process.Kill()
-	<-c.exited
+	c.proc.Kill()
 	return nil
 }
 
@@ -372,8 +335,8 @@ func (c *Containerd) waitServing(ctx context.Context, timeout time.Duration) err
 	var lastErr error
 	for {
 		select {
-		case <-c.exited:
-			return fmt.Errorf("containerd exited during start-up: %v", c.waitErr)
+		case <-c.proc.Exited():
+			return fmt.Errorf("containerd exited during start-up: %v", c.proc.WaitErr())
 		case <-ctx.Done():
 			if lastErr == nil {
 				lastErr = ctx.Err()
@@ -510,7 +473,7 @@ func (c *Containerd) Snapshotter() string { return c.snapshotter }
 func (c *Containerd) Version() string { return c.version }
 
 // PID returns the daemon's process id.
-func (c *Containerd) PID() int { return c.cmd.Process.Pid }
+func (c *Containerd) PID() int { return c.proc.Pid() }
 
 // Client returns a client connected to the daemon. It is shared, has no
 // default namespace and is closed by Stop; do not Close it.
@@ -562,14 +525,8 @@ func (c *Containerd) stop() error {
 	if c.client != nil {
 		_ = c.client.Close()
 	}
-	if c.cmd != nil && !c.hasExited() {
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.exited:
-		case <-time.After(stopGracePeriod):
-			_ = c.cmd.Process.Kill()
-			<-c.exited
-		}
+	if c.proc != nil {
+		c.proc.Stop(stopGracePeriod)
 	}
 	if err := killStrays(c.dir); err != nil {
 		errs = append(errs, err)
@@ -599,14 +556,7 @@ func (c *Containerd) stop() error {
 	return nil
 }
 
-func (c *Containerd) hasExited() bool {
-	select {
-	case <-c.exited:
-		return true
-	default:
-		return false
-	}
-}
+func (c *Containerd) hasExited() bool { return c.proc != nil && !c.proc.Running() }
 
 // deleteAllTasks kills and deletes every task in every namespace, so
 // shims exit on their own and release their mounts and sockets. containerd

@@ -236,7 +236,7 @@ func TestStartContainerd(t *testing.T) {
 		if err := syscall.Kill(ctd.PID(), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		<-ctd.exited
+		<-ctd.proc.Exited()
 		if err := ctd.Stop(); err != nil {
 			t.Fatalf("Stop: %v", err)
 		}
